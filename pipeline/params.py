@@ -1,0 +1,135 @@
+"""Typed, strict params: each stage reads only its own section of params.yaml.
+
+A section is a (nested) dataclass. Loading rejects unknown keys with a message that names the key's full
+path (``data.world.clases``), and wrong types with the expected type, so a typo in ``params.yaml`` or in
+``dvc exp run -S`` fails before any work is done.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ParamsError(ValueError):
+    """A params file or section that does not fit its schema; the message names the key."""
+
+
+@dataclass(frozen=True)
+class WorldParams:
+    """The built-in audio-visual world (DESIGN section 4)."""
+
+    classes: int = 8  # number of sound-source classes (at most len(world.CLASSES))
+    clips_per_class: int = 60
+    duration_s: float = 6.0
+    fps: int = 10
+    size: int = 64  # frame width = height, pixels
+    audio_sr: int = 16000
+    two_source_frac: float = 0.15  # share of clips where a second source sounds (and shows) at once
+    val_frac: float = 0.1
+    test_frac: float = 0.1
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class LocalParams:
+    dir: str | None = None
+    labels: str | None = None
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Where the videos come from (the `videos` stage's section)."""
+
+    source: Literal["world", "vggsound", "vegas", "local"] = "world"
+    local: LocalParams = field(default_factory=LocalParams)
+    world: WorldParams = field(default_factory=WorldParams)
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    """How stages decode media (DESIGN section 2: pipeline/media.py)."""
+
+    fps: int = 10
+    backend: Literal["torchcodec", "decord"] = "torchcodec"
+    timeout_s: float = 60.0
+    audio_sr: int = 16000
+
+
+def _check(value: Any, tp: Any, where: str) -> Any:
+    """Convert/validate one value against a type annotation; return the converted value."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where=where)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ParamsError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check(value, arg, where)
+            except ParamsError as exc:
+                errors.append(str(exc))
+        raise ParamsError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{where}: expected a list, got {value!r}")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        return origin(_check(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is Any or (isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        return value
+    raise ParamsError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def from_dict(cls: type[T], data: Any, *, where: str) -> T:
+    """Build dataclass ``cls`` from a plain mapping; unknown keys and wrong types raise ParamsError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ParamsError(f"unknown key '{where}.{unknown[0]}' (known: {', '.join(sorted(names))})")
+    kwargs = {k: _check(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a params file as a mapping; a missing or malformed file raises ParamsError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: top level must be a mapping")
+    return data
+
+
+def section(path: str | Path, name: str, cls: type[T]) -> T:
+    """Load one top-level section ``name`` of ``path`` as dataclass ``cls`` (strict)."""
+    return from_dict(cls, read_yaml(path).get(name), where=name)
+
+
+def scalar(path: str | Path, name: str, tp: type[T], default: T) -> T:
+    """Load one top-level scalar (``seed``, ``loss``, ``selection``) with a type check."""
+    data = read_yaml(path)
+    return _check(data.get(name, default), tp, name)
