@@ -37,7 +37,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, wave: np.ndarray | None, *, 
         if wave is not None:
             wav = os.path.join(tdir, "a.wav")
             wavfile.write(wav, sr, np.asarray(wave, np.float32))
-            cmd += ["-i", wav, "-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "96k", "-ac", "1"]
+            cmd += ["-i", wav, "-map", "0:v", "-map", "1:a", "-c:a", "aac", "-aac_coder", "fast", "-b:a", "96k", "-ac", "1"]
         cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
                 "-g", str(fps), "-threads", "1", "-movflags", "+faststart", "-fflags", "+bitexact",
                 "-flags", "+bitexact", "-map_metadata", "-1", "-f", "mp4", str(tmp)]

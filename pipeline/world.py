@@ -166,7 +166,8 @@ def plan_clip(seed: int, index: int, label: int, *, n_classes: int, duration_s: 
                           [(main.x, main.y, main.size)])
         events.append(ev)
     for k in range(int(rng.integers(1, 3))):
-        slot = _free_slot(rng, busy, n, int(rng.integers(int(0.5 * fps), int(1.5 * fps) + 1)), gap=fps // 5)
+        slot = (_free_slot(rng, busy, n, int(rng.integers(int(0.5 * fps), int(1.5 * fps) + 1)), gap=fps // 5)
+                or _free_slot(rng, busy, n, max(1, fps // 2), gap=1))  # at least a short one
         if slot is not None and others:
             busy.append(slot)
             events.append(_sound_event(rng, int(rng.choice(others)), *slot, False, size, []))
@@ -179,11 +180,11 @@ def plan_clip(seed: int, index: int, label: int, *, n_classes: int, duration_s: 
     distractors = []
     palette = [c.color for c in CLASSES[:n_classes]]
     for k in range(int(rng.integers(0, 4))):
-        f0 = int(rng.integers(0, n))
+        f0 = int(rng.integers(0, n - fps // 2))
         dsize = float(rng.uniform(0.2, 0.5) * size)
         distractors.append(Distractor(
             shape=str(rng.choice(DISTRACTOR_SHAPES)), color=palette[int(rng.integers(len(palette)))],
-            f0=f0, f1=int(rng.integers(f0 + 1, n + 1)), x=float(rng.uniform(0, size)),
+            f0=f0, f1=min(n, f0 + int(rng.integers(fps // 2, n + 1))), x=float(rng.uniform(0, size)),
             y=float(rng.uniform(0, size)), size=dsize, angle=float(rng.uniform(0, np.pi))))
     bg = tuple(tuple(int(v) for v in rng.integers(20, 150, size=3)) for _ in range(2))
     return Clip(video_id=f"world_{index:05d}", label=label, n_frames=n, fps=fps, size=size, sr=sr,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.world import CLASSES, Clip, Distractor, Event
+from pipeline.world import CLASSES, Clip
 
 SS = 2  # supersampling factor for antialiased edges
 
@@ -79,17 +79,15 @@ def _texture(texture: str, u: np.ndarray, v: np.ndarray, size: float) -> np.ndar
     return np.ones_like(u)
 
 
-def _paint(canvas: np.ndarray, xs: np.ndarray, ys: np.ndarray, shape: str, color, x: float, y: float,
-           size: float, angle: float, texture: str = "solid", shade: float = 1.0) -> None:
-    """Draw one object onto the supersampled float canvas (H*SS, W*SS, 3) in place."""
+def _sprite(xs: np.ndarray, ys: np.ndarray, shape: str, color, x: float, y: float, size: float,
+            angle: float, texture: str = "solid", shade: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """One object on the supersampled grid: its mask (H*SS, W*SS) and its pixel colours (M, 3)."""
     ca, sa = np.cos(angle), np.sin(angle)
     dx, dy = xs - x, ys - y
     u, v = ca * dx + sa * dy, -sa * dx + ca * dy
     mask = shape_mask(shape, u, v, size)
-    if not mask.any():
-        return
     light = _texture(texture, u, v, size)[mask] * shade
-    canvas[mask] = np.clip(np.asarray(color, np.float32)[None, :] * light[:, None], 0, 255)
+    return mask, np.clip(np.asarray(color, np.float32)[None, :] * light[:, None], 0, 255)
 
 
 def background(clip: Clip) -> np.ndarray:
@@ -103,20 +101,23 @@ def background(clip: Clip) -> np.ndarray:
 
 
 def render_frames(clip: Clip, *, sources: bool = True) -> np.ndarray:
-    """All frames of a clip, uint8 (T, H, W, 3); ``sources=False`` leaves the sounding sources out."""
+    """All frames of a clip, uint8 (T, H, W, 3); ``sources=False`` leaves the sounding sources out.
+    Objects are static while shown, so each is rasterised once and pasted into its frames."""
     xs, ys = _grid(clip.size)
+    layers = [(d.f0, d.f1, *_sprite(xs, ys, d.shape, d.color, d.x, d.y, d.size, d.angle)) for d in clip.distractors]
+    if sources:
+        for e in clip.events:
+            if e.on_screen:
+                c = CLASSES[e.cls]
+                layers.append((e.f0, e.f1, *_sprite(xs, ys, c.shape, c.color, e.x, e.y, e.size, e.angle,
+                                                    c.texture, e.shade)))
     bg = background(clip)
     out = np.empty((clip.n_frames, clip.size, clip.size, 3), np.uint8)
     for i in range(clip.n_frames):
         canvas = bg.copy()
-        for d in clip.distractors:
-            if d.f0 <= i < d.f1:
-                _paint(canvas, xs, ys, d.shape, d.color, d.x, d.y, d.size, d.angle)
-        if sources:
-            for e in clip.events:
-                if e.on_screen and e.f0 <= i < e.f1:
-                    c = CLASSES[e.cls]
-                    _paint(canvas, xs, ys, c.shape, c.color, e.x, e.y, e.size, e.angle, c.texture, e.shade)
+        for f0, f1, mask, pixels in layers:
+            if f0 <= i < f1:
+                canvas[mask] = pixels
         small = canvas.reshape(clip.size, SS, clip.size, SS, 3).mean(axis=(1, 3))
         out[i] = np.clip(np.rint(small), 0, 255).astype(np.uint8)
     return out
