@@ -67,3 +67,7 @@ def manifest_show(
         typer.echo(manifests.describe(file, head=head))
     except Exception as exc:  # pyarrow's errors on non-Parquet files are long
         fail(f"cannot read {file} as Parquet ({type(exc).__name__})")
+
+
+if __name__ == "__main__":
+    app()
