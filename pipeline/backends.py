@@ -32,8 +32,24 @@ def _decord_frames(path: str, pts: np.ndarray, rotation: int) -> np.ndarray:
         raise ValueError(f"decord mis-decodes rotated videos (rotation {rotation}); use backend torchcodec")
     reader = decord.VideoReader(path, num_threads=1)
     starts = reader.get_frame_timestamp(list(range(len(reader))))[:, 0]
-    idx = np.abs(starts[None, :] - pts[:, None]).argmin(axis=1)
-    return reader.get_batch(idx.tolist()).asnumpy()[..., :3]
+    idx = [int(i) for i in np.abs(starts[None, :] - pts[:, None]).argmin(axis=1)]
+    try:
+        return reader.get_batch(idx).asnumpy()
+    except decord.DECORDError:
+        if reader[idx[0]].shape[-1] == 3:
+            raise
+    return np.stack([_unfold_row_padding(reader[i].asnumpy()) for i in idx])
+
+
+def _unfold_row_padding(frame: np.ndarray) -> np.ndarray:
+    """Repair a decord frame of a narrow video (e.g. widths 1, 2, 24, 48).
+
+    decord pads each RGB row to a multiple of 32 pixels; when the padded row length divides evenly by the
+    width it mislabels the padding as channels, returning (H, W, C) with C != 3 (and get_batch fails).
+    The bytes are the padded rows: reshape to (H, padded W, 3) and drop the padding.
+    """
+    h, w, c = frame.shape
+    return np.ascontiguousarray(frame.reshape(h, w * c // 3, 3)[:, :w])
 
 
 def frames(backend: str, path: str, pts: np.ndarray, rotation: int) -> np.ndarray:

@@ -103,7 +103,10 @@ class Isolated:
                     return False, f"timeout: no result after {timeout_s:g} s"
                 status, value = self._conn.recv()
             except (EOFError, OSError, BrokenPipeError):
-                code = self._proc.poll() if self._proc is not None else None
+                try:
+                    code = self._proc.wait(1) if self._proc is not None else None
+                except subprocess.TimeoutExpired:
+                    code = None
                 self.close()
                 return False, f"decoder process died (exit code {code})"
             return status == "ok", value

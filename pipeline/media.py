@@ -61,14 +61,19 @@ def _rotation(stream: dict) -> int:
     return int(stream.get("tags", {}).get("rotate", 0)) % 360
 
 
+def _shown(path: str | Path) -> str:
+    """``path`` for a one-line message: line breaks in the name are escaped."""
+    return str(path).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _check_file(path: str | Path) -> str | None:
     p = Path(path)
     if not p.exists():
-        return f"file not found: {p}"
+        return f"file not found: {_shown(p)}"
     if not p.is_file():
-        return f"not a regular file: {p}"
+        return f"not a regular file: {_shown(p)}"
     if p.stat().st_size == 0:
-        return f"empty file (0 bytes): {p}"
+        return f"empty file (0 bytes): {_shown(p)}"
     return None
 
 

@@ -150,7 +150,6 @@ def plan_clip(seed: int, index: int, label: int, *, n_classes: int, duration_s: 
     n = int(round(duration_s * fps))
     busy: list[tuple[int, int]] = []
     events: list[Event] = []
-    drawn: list[tuple[float, float, float]] = []
     for k in range(int(rng.integers(1, 3))):
         slot = _free_slot(rng, busy, n, int(rng.integers(int(0.8 * fps), int(2.0 * fps) + 1)), gap=fps // 2)
         if slot is None:

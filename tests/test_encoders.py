@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import compat_file
 import torch
 import torchvision
 from torch import nn
@@ -16,24 +17,17 @@ from models.checkpoint import CheckpointMismatchError, save_checkpoint
 from models.image_encoder import ImageEncoder, ImageEncoderConfig
 from pipeline.preprocess import encoder_input, generator_target
 
-COMPAT = Path(__file__).resolve().parents[2] / "shared" / "compat"
 AUDIO_FILE, SWAV_FILE = "sound2scene.pth", "swav_800ep_pretrain.pth.tar"
 
 
 @pytest.fixture(scope="module")
 def official_keys() -> dict[str, list]:
-    path = COMPAT / "official_checkpoint_keys.json"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    return json.loads(path.read_text())
+    return json.loads(compat_file("official_checkpoint_keys.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def golden() -> dict[str, np.ndarray]:
-    path = COMPAT / "golden_dev.npz"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    with np.load(path) as z:
+    with np.load(compat_file("golden_dev.npz")) as z:
         return {k: z[k] for k in z.files}
 
 

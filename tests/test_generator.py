@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import compat_file
 import torch
 import torch.nn as nn
 
@@ -23,8 +23,6 @@ from models.biggan_io import (
 from models.biggan_layers import SNLinear
 from models.gan_training import d_hinge_loss, ema_update, g_hinge_loss
 
-COMPAT = Path(__file__).resolve().parents[1].parent / "shared" / "compat"  # <repo>/../shared/compat
-CH8_PTH = COMPAT / "icgan_G_ch8_res128.pth"
 PUBLISHED = "icgan_biggan_imagenet_res128"
 
 # The published icgan_res128.json plus the argparse defaults it relies on, as the training script
@@ -42,7 +40,7 @@ ICGAN_CONFIG = {
 
 
 def _official_keys(name: str) -> list[list]:
-    keys = json.loads((COMPAT / "official_checkpoint_keys.json").read_text())
+    keys = json.loads(compat_file("official_checkpoint_keys.json").read_text())
     return keys[f"{PUBLISHED}/{name}"]
 
 
@@ -52,14 +50,14 @@ def _key_shapes(module: nn.Module) -> list[list]:
 
 @pytest.fixture(scope="module")
 def ch8_state() -> dict[str, torch.Tensor]:
-    state = torch.load(CH8_PTH, map_location="cpu", weights_only=True)
+    state = torch.load(compat_file("icgan_G_ch8_res128.pth"), map_location="cpu", weights_only=True)
     assert isinstance(state, dict) and "shared.weight" in state, "expected a plain state dict"
     return state
 
 
 @pytest.fixture(scope="module")
 def golden() -> dict[str, np.ndarray]:
-    data = np.load(COMPAT / "golden_dev.npz")
+    data = np.load(compat_file("golden_dev.npz"))
     return {k: data[k] for k in ("g_z", "g_feature", "g_image")}
 
 
@@ -77,14 +75,14 @@ def test_published_ch8_generator_reproduces_golden_images(ch8_state, golden):
 
 
 def test_load_generator_accepts_bare_published_file_with_config(ch8_state, golden):
-    generator = load_generator(CH8_PTH, config=_ch8_config())
+    generator = load_generator(compat_file("icgan_G_ch8_res128.pth"), config=_ch8_config())
     assert not generator.training
     with torch.no_grad():
         image = generator(torch.from_numpy(golden["g_z"][:1]), None,
                           torch.from_numpy(golden["g_feature"][:1]))
     assert np.abs(image.numpy() - golden["g_image"][:1]).max() <= 1e-3
     with pytest.raises(ValueError, match="bare state dict"):
-        load_generator(CH8_PTH)
+        load_generator(compat_file("icgan_G_ch8_res128.pth"))
 
 
 def test_full_size_modules_have_the_published_keys_in_order():

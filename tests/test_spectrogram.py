@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import compat_file
 import scipy.signal
 import torch
 
@@ -16,7 +16,6 @@ from pipeline.spectrogram import (
     tukey_window,
 )
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "compat" / "golden_dev.npz"
 TOL = 1e-4
 
 
@@ -31,9 +30,7 @@ def published(samples: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def golden() -> dict[str, np.ndarray]:
-    if not GOLDEN.exists():
-        pytest.skip(f"{GOLDEN} not found")
-    with np.load(GOLDEN) as z:
+    with np.load(compat_file("golden_dev.npz")) as z:
         return {k: z[k] for k in z.files}
 
 
