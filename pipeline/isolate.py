@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from multiprocessing.connection import Connection
 from typing import Any, Callable
@@ -38,9 +39,36 @@ def _serve() -> None:
             return
         fn, args, kwargs = job
         try:
-            conn.send(("ok", fn(*args, **kwargs)))
+            conn.send(_pack(fn(*args, **kwargs)))
         except Exception as exc:  # every failure becomes one line for the caller
             conn.send(("err", one_line(exc)))
+
+
+SHM = "/dev/shm"
+BIG = 1 << 20  # arrays larger than this cross through a tmpfs file instead of the pipe
+
+
+def _pack(value: Any) -> tuple[str, Any]:
+    """('ok', value), or ('npy', path) for a large numpy array written to tmpfs (one copy, no pickling)."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray) and value.nbytes > BIG and os.path.isdir(SHM):
+        fd, path = tempfile.mkstemp(prefix="s2s-", suffix=".npy", dir=SHM)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, value, allow_pickle=False)
+        return "npy", path
+    return "ok", value
+
+
+def _unpack(status: str, value: Any) -> tuple[bool, Any]:
+    if status == "npy":
+        import numpy as np
+
+        try:
+            return True, np.load(value, allow_pickle=False)
+        finally:
+            os.unlink(value)
+    return status == "ok", value
 
 
 class _Duplex:
@@ -109,7 +137,7 @@ class Isolated:
                     code = None
                 self.close()
                 return False, f"decoder process died (exit code {code})"
-            return status == "ok", value
+            return _unpack(status, value)
 
     def __enter__(self) -> "Isolated":
         return self
