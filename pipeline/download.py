@@ -300,7 +300,8 @@ def process(job: Job) -> Record:
             if isinstance(result, Record):
                 return replace(result, attempts=attempt)
             wait = job.settings.backoff_s * 2 ** (attempt - 1)
-            if result.split(":", 1)[0] not in TRANSIENT or time.monotonic() + wait >= deadline:
+            last = attempt > job.settings.retries or time.monotonic() + wait >= deadline
+            if last or result.split(":", 1)[0] not in TRANSIENT:
                 break
             time.sleep(wait)
     except Exception as exc:  # a bug here must cost one clip, not the stage

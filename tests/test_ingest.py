@@ -231,8 +231,10 @@ def test_shards_split_the_rows_and_the_whole_run_reuses_them(tmp_path: Path, ser
     csv = tmp_path / "in.csv"
     csv.write_text("".join(f"{server.url('files', 'clip', query=f'n={i}')},0,x,train\n" for i in range(4))
                    + f"{refused_url()},0,x,train\nbad\n")
-    data = params(server, csv, retries=0)
+    data = params(server, csv, retries=0, backoff_s=30.0)  # no retry: no backoff wait either
+    t0 = time.monotonic()
     parts = [run(tmp_path, data, shard=(i, 2), manifest=f"part{i}.parquet") for i in range(2)]
+    assert time.monotonic() - t0 < 25
     ids = [set(rows(tmp_path, f"part{i}.parquet")) for i in range(2)]
     assert not ids[0] & ids[1] and sum(p["total"] for p in parts) == 6
     whole = run(tmp_path, data)
