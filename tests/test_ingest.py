@@ -271,3 +271,39 @@ def test_cli_errors_are_one_sentence(tmp_path: Path) -> None:
         out = subprocess.run([*S2S, "stage", "videos", *args], cwd=tmp_path, env=env, capture_output=True,
                              text=True, timeout=60)
         assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_on_a_local_folder(tmp_path: Path, clips: dict[str, Path]) -> None:
+    """`dvc exp run -S data.source=local -S data.local.dir=DIR` in a fresh repo runs the pipeline's stages."""
+    import shutil
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    for d in ("pipeline", "stages", "models"):
+        shutil.copytree(REPO / d, project / d, ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / f, project / f)
+    folder = tmp_path / "my clips"
+    (folder / "b").mkdir(parents=True)
+    shutil.copy(clips["clip"], folder / "a.mp4")
+    shutil.copy(clips["short"], folder / "b" / "c.mp4")
+    (folder / "labels.csv").write_text("path,label,split\na.mp4,dog,train\nb/c.mp4,bird,test\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": os.pathsep.join([str(project), os.environ.get("PYTHONPATH", "")])}
+
+    def sh(*cmd: str) -> str:
+        out = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, f"{' '.join(cmd)}:\n{out.stdout}\n{out.stderr}"
+        return out.stdout + out.stderr
+
+    sh("git", "init", "-q")
+    sh("dvc", "init", "-q")
+    sh("git", "add", "-A")
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    sh("dvc", "exp", "run", "-S", "data.source=local", "-S", f"data.local.dir={folder}",
+       "-S", f"data.local.labels={folder / 'labels.csv'}", "-S", "data.workers=2")
+    got = rows(project)
+    assert {v: (r["status"], r["label"], r["split"]) for v, r in got.items()} == {
+        "a": ("ok", "dog", "train"), "b/c": ("ok", "bird", "test")}
+    assert not (project / "data" / "raw").exists() or not list((project / "data" / "raw").glob(".work-*"))
