@@ -128,7 +128,11 @@ class _Slot:
 
 def _slot_loop(slot: _Slot, fn: Callable, todo: queue.Queue, done: queue.Queue, timeout_s: float) -> None:
     while (job := todo.get()) is not _STOP:
-        ok, value = slot.call(fn, job, timeout_s)
+        try:
+            ok, value = slot.call(fn, job, timeout_s)
+        except Exception as exc:  # e.g. a job that does not pickle: report it, keep the slot alive
+            slot.kill()
+            ok, value = False, one_line(exc)
         done.put((job, ok, value))
     slot.kill()
 

@@ -149,3 +149,8 @@ def test_pool_kills_overruns_and_reports_errors() -> None:
     assert got[0.0] == (True, None) and got[0.1] == (True, None)
     assert got[30.0][0] is False and got[30.0][1].startswith("timeout: ")
     assert got[-1.0][0] is False and got[-1.0][1].startswith("ValueError: sleep length")
+
+
+def test_pool_reports_a_job_that_does_not_pickle() -> None:
+    got = list(run_pool(time.sleep, [lambda: 0, 0.0], workers=1, timeout_s=5))
+    assert [ok for _, ok, _ in got] == [False, True] and "pickle" in got[0][2].lower()
