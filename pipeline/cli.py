@@ -40,17 +40,56 @@ def stage_videos(
     out_dir: Annotated[Path, typer.Option(help="folder for the mp4 clips")] = Path("data/videos"),
     manifest: Annotated[Path, typer.Option(help="videos.parquet to write")] = Path("data/videos.parquet"),
     events: Annotated[Path, typer.Option(help="events.parquet to write")] = Path("data/events.parquet"),
+    raw_dir: Annotated[Path, typer.Option(help="downloads and per-clip status records (not a DVC output)")]
+    = Path("data/raw"),
+    stats: Annotated[Path, typer.Option(help="stats summary (JSON) to write")] = Path("data/videos_stats.json"),
+    shard: Annotated[str, typer.Option(help="do part i of n of the rows (0-based), e.g. 2/8")] = "0/1",
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Make or fetch the videos and write videos.parquet (and events.parquet for the built-in world)."""
+    from pipeline.ingest import parse_shard
     from stages import videos
 
     try:
         seed = scalar(params, "seed", int, 0)
         data = section(params, "data", DataParams)
-        summary = videos.run(seed, data, out_dir=out_dir, manifest=manifest, events=events)
+        summary = videos.run(seed, data, out_dir=out_dir, manifest=manifest, events=events, raw_dir=raw_dir,
+                             stats=stats, shard=parse_shard(shard), progress=progress)
     except (ParamsError, NotImplementedError, ValueError) as exc:
         fail(str(exc))
     typer.echo(f"videos: {summary['total']} clips, {summary['ok']} ok, {summary['failed']} failed")
+
+
+annotations_app = typer.Typer(help="Published frame annotations.", no_args_is_help=True)
+app.add_typer(annotations_app, name="annotations")
+
+
+@annotations_app.command("import")
+def annotations_import(
+    file: Annotated[Path, typer.Argument(help="top1_boxes_top10_moments.json (clip id -> 10 frames at 10 fps)")],
+    out: Annotated[Path, typer.Option(help="moments.parquet to write")] = Path("data/moments_annotations.parquet"),
+    videos: Annotated[Path | None, typer.Option(help="videos.parquet: keep its ok clips, clamp to their length")]
+    = None,
+    base: Annotated[int, typer.Option(help="number of the first frame in the file (0 or 1)")] = 0,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Import the official frame annotations into the moments.parquet schema (docs/ingest.md)."""
+    from pipeline.annotations import import_annotations
+    from pipeline.params import DecodeParams
+
+    if not file.is_file():
+        fail(f"no such file: {file}")
+    if videos is not None and not videos.is_file():
+        fail(f"no such file: {videos}")
+    if base not in (0, 1):
+        fail(f"--base must be 0 or 1, got {base}")
+    try:
+        fps = section(params, "decode", DecodeParams).fps if params.is_file() else DecodeParams().fps
+        counts = import_annotations(file, out, decode_fps=fps, base=base, videos=videos)
+    except (ParamsError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(f"annotations: {counts['clips']} clips written to {out}; dropped {counts['malformed']} malformed, "
+               f"{counts['not_in_videos']} not ok in videos; {counts['clamped']} frames clamped")
 
 
 @manifest_app.command("show")

@@ -2,10 +2,13 @@
 
 ``data.source: world`` generates the built-in audio-visual world: real H.264 + AAC mp4 files written with
 ffmpeg, ``videos.parquet`` (one row per clip, probed from the written file) and ``events.parquet`` (the
-ground truth, one row per sound). Other sources write an empty ``events.parquet`` with its schema.
+ground truth, one row per sound). The real-world sources (``vggsound``, ``vegas``, ``local``) go through
+`pipeline.ingest` (download or read, cut, normalise, resume; docs/ingest.md) and write an empty
+``events.parquet`` with its schema.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import shutil
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import manifests, media, world
+from pipeline import ingest, manifests, media, world
 from pipeline.ffmpeg import write_mp4
 from pipeline.params import DataParams
 from pipeline.world_render import render_frames
@@ -87,14 +90,32 @@ def make_world(seed: int, data: DataParams, *, out_dir: Path, rel_dir: str) -> t
     return videos, events
 
 
-def run(seed: int, data: DataParams, *, out_dir: Path, manifest: Path, events: Path) -> dict:
-    """Write the clips to ``out_dir`` and the manifests; return a summary {total, ok, failed}."""
-    out_dir = Path(out_dir)
+def run(seed: int, data: DataParams, *, out_dir: Path, manifest: Path, events: Path, raw_dir: Path | None = None,
+        stats: Path | None = None, shard: tuple[int, int] = (0, 1), progress: bool = True) -> dict:
+    """Write the clips to ``out_dir`` and the manifests; return a summary {total, ok, failed, ...}, also
+    written to ``stats`` when given. Downloaded and local sources (`pipeline.ingest`) resume in ``out_dir``
+    and keep their working state in ``raw_dir`` (default: ``raw`` beside ``out_dir``); ``shard`` = (i, n)
+    does the i-th of n parts of their rows. The world is generated afresh."""
+    if data.source != "world":
+        raw_dir = Path(raw_dir) if raw_dir is not None else Path(out_dir).parent / "raw"
+        summary = ingest.ingest(data, out_dir=Path(out_dir), raw_dir=raw_dir, manifest=Path(manifest), shard=shard,
+                                progress=progress)
+        manifests.write([], manifests.EVENTS, events)
+        if stats is not None:
+            ingest.write_stats(summary, stats)
+        return summary
+    if shard != (0, 1):
+        raise ValueError("--shard splits downloaded or local sources; the built-in world is made in one piece")
+    summary = _run_world(seed, data, out_dir=Path(out_dir), manifest=manifest, events=events)
+    if stats is not None:
+        ingest.write_stats(summary, stats)
+    return summary
+
+
+def _run_world(seed: int, data: DataParams, *, out_dir: Path, manifest: Path, events: Path) -> dict:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    if data.source != "world":
-        raise NotImplementedError(f"data.source={data.source!r} is not available yet (only 'world')")
     rel_dir = Path(os.path.relpath(out_dir.resolve(), Path(manifest).parent.resolve())).as_posix()
     videos, event_rows = make_world(seed, data, out_dir=out_dir, rel_dir=rel_dir)
     manifests.write(event_rows, manifests.EVENTS, events)
@@ -102,6 +123,8 @@ def run(seed: int, data: DataParams, *, out_dir: Path, manifest: Path, events: P
     failed = [v for v in videos if v["status"] != "ok"]
     for v in failed:
         log.warning("clip %s failed: %s", v["video_id"], v["error"])
-    summary = dict(total=len(videos), ok=len(videos) - len(failed), failed=len(failed))
+    kinds = collections.Counter(v["error"].split(":", 1)[0] for v in failed)
+    summary = dict(source="world", total=len(videos), ok=len(videos) - len(failed), failed=len(failed),
+                   failed_by_kind=dict(sorted(kinds.items())))
     log.info("videos: %(total)d clips, %(ok)d ok, %(failed)d failed", summary)
     return summary
