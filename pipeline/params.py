@@ -74,10 +74,10 @@ class LocalizerParams:
     window_s: float = 1.0  # audio window around each frame
     frame_every: int = 2  # train on every n-th frame at decode.fps
     max_videos: int = 2000  # at most this many train videos are held in memory
-    steps: int = 400
+    steps: int = 800
     batch_videos: int = 64  # two times of each video per step
     min_gap_s: float = 1.0  # the two times of a video are at least this far apart
-    lr: float = 0.002
+    lr: float = 0.004
     temperature: float = 0.07
     workers: int = 2  # decode processes
     threads: int = 1  # torch threads for training (more than the free cores slows it down)
@@ -89,6 +89,7 @@ class ScoreParams:
 
     window_s: float = 1.0  # audio window centred on each frame
     k: int = 10
+    normalize: Literal["video", "none"] = "video"  # video: C[t] minus the mean over the video's frames
     workers: int = 2  # decode processes (the model runs in the main process)
     threads: int = 1  # torch threads for the model
 

@@ -3,7 +3,8 @@
 Each video is decoded at ``decode.fps`` (a pool of ``score.workers`` processes); for frame k at
 ``t = k / fps`` the audio window of ``score.window_s`` seconds centred on t is encoded, and
 C[t] = max over space of cos(q_V(t, x, y), q_A(t)) (models/localizer.py). The ``score.k`` best frames
-of each video go to ``moments.parquet`` (rank 0 = best, ties to the earlier frame).
+of each video go to ``moments.parquet`` (rank 0 = best, ties to the earlier frame). With
+``score.normalize: video`` (default) C[t] is contrasted with the video's other frames (`score_clip`).
 
 Failures: ``moments.parquet`` holds moments only (its schema has no status column); a video that cannot be
 scored (no audio stream, a silent track, shorter than one window, a decode error) gets no rows and is
@@ -43,11 +44,21 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def score_clip(model: Localizer, clip: moments.Clip, mels: torch.Tensor, batch: int = 256) -> np.ndarray:
-    """C[t] of every frame: frames ``(N, H, W, 3)`` uint8 and mels ``(N, 1, n_mels, F)`` -> ``(N,)`` float64."""
+def score_clip(model: Localizer, clip: moments.Clip, mels: torch.Tensor, normalize: str = "video",
+               batch: int = 256) -> np.ndarray:
+    """C[t] of every frame: frames ``(N, H, W, 3)`` uint8 and mels ``(N, 1, n_mels, F)`` -> ``(N,)`` float64.
+
+    ``normalize="none"``: C[t] = S[t, t] with S[i, j] = max_xy cos(q_V(i, x, y), q_A(j)).
+    ``normalize="video"``: C[t] = S[t, t] - mean_i S[i, t], how much better frame t matches its sound than
+    the video's frames do on average; a window of silence or of an off-screen sound matches every frame
+    about equally and scores near 0, whatever its raw similarity to backgrounds."""
     frames = torch.from_numpy(clip.frames)
-    out = [model(frames[i:i + batch], mels[i:i + batch]) for i in range(0, len(frames), batch)]
-    return torch.cat(out).double().numpy()
+    vmaps = torch.cat([model.embed_frames(frames[i:i + batch]) for i in range(0, len(frames), batch)])
+    aembs = torch.cat([model.embed_audio(mels[i:i + batch]) for i in range(0, len(mels), batch)])
+    if normalize == "none":
+        return Localizer.paired_scores(vmaps, aembs).double().numpy()
+    sim = Localizer.similarity_maps(vmaps, aembs).flatten(2).amax(dim=2).double()  # (N frames, N audios)
+    return (sim.diagonal() - sim.mean(dim=0)).numpy()
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -86,7 +97,7 @@ def score_videos(model: Localizer, rows: list[dict], manifest: Path, p: ScorePar
                 continue
             clip, mels = res
             t0 = time.perf_counter()
-            out += moment_rows(vid, score_clip(model, clip, mels), clip.times, p.k)
+            out += moment_rows(vid, score_clip(model, clip, mels, p.normalize), clip.times, p.k)
             model_s += time.perf_counter() - t0
     return out, errors, dict(decode_s=decode_s, model_s=model_s)
 
@@ -96,6 +107,9 @@ def run(p: ScoreParams, d: DecodeParams, *, videos: Path, checkpoint: Path, out:
     """Write ``out`` (moments.parquet) and ``summary`` (JSON); returns the summary."""
     torch.set_num_threads(max(1, p.threads))
     model = load(checkpoint)
+    if model.cfg.n_frames != moments.n_mel_frames(p.window_s):
+        log.warning("score.window_s=%g differs from the window the localizer was trained on (%d mel frames)",
+                    p.window_s, model.cfg.n_frames)
     rows = manifests.read(videos, manifests.VIDEOS).to_pylist()
     i, n = shard
     rows = rows[i::n]

@@ -73,7 +73,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _add_bad_videos(root)
     summary = train_localizer.run(0, FAST, DecodeParams(), videos=root / "videos.parquet", out=root / "loc.pt")
     assert summary["ok"] == 8 and summary["steps"] == 3
-    score.run(ScoreParams(k=4), DecodeParams(timeout_s=20.0), videos=root / "videos.parquet",
+    score.run(ScoreParams(k=4), DecodeParams(), videos=root / "videos.parquet",
               checkpoint=root / "loc.pt", out=root / "moments.parquet", summary=root / "moments.json")
     return root
 
@@ -162,3 +162,17 @@ def test_pairs_rows_equal_shard_samples(scored: Path, selection: str) -> None:
             assert r["t_s"] == top1[r["video_id"]]["t_s"] and r["score"] == top1[r["video_id"]]["score"]
         else:
             assert r["t_s"] == pytest.approx(1.0)
+
+
+def test_video_normalised_score_is_the_raw_score_minus_its_mean_over_frames(scored: Path) -> None:
+    from models.localizer import Localizer, load
+
+    model = load(scored / "loc.pt")
+    clip = moments.decode_clip(scored / "videos" / "world_00000.mp4", fps=10, window_s=1.0)
+    mels = moments.window_logmels(clip.audio, clip.times, n_mels=model.cfg.n_mels, window_s=1.0)
+    raw, norm = score.score_clip(model, clip, mels, "none"), score.score_clip(model, clip, mels, "video", batch=7)
+    with torch.no_grad():
+        sim = Localizer.similarity_maps(model.embed_frames(torch.from_numpy(clip.frames)), model.embed_audio(mels))
+    s = sim.flatten(2).amax(2).double().numpy()
+    np.testing.assert_allclose(raw, np.diag(s), atol=1e-6)
+    np.testing.assert_allclose(norm, np.diag(s) - s.mean(axis=0), atol=1e-6)
