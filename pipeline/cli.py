@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.params import DataParams, ParamsError, scalar, section
+from pipeline.params import (DataParams, DecodeParams, LocalizerParams, PairsParams, ParamsError, ScoreParams,
+                             scalar, section)
 
 app = typer.Typer(help="Sound2Scene: from unlabeled videos to the scene a sound comes from.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -21,12 +22,20 @@ app.add_typer(stage_app, name="stage")
 app.add_typer(manifest_app, name="manifest")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file (YAML)")]
+VideosIn = Annotated[Path, typer.Option(help="videos.parquet to read")]
 
 
 def fail(message: str) -> None:
     """Print one sentence to stderr and exit with code 2."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def require(*files: Path) -> None:
+    """Fail with one sentence naming the first of ``files`` that does not exist."""
+    for f in files:
+        if not Path(f).is_file():
+            fail(f"no such file: {f}")
 
 
 @app.callback()
@@ -90,6 +99,71 @@ def annotations_import(
         fail(str(exc))
     typer.echo(f"annotations: {counts['clips']} clips written to {out}; dropped {counts['malformed']} malformed, "
                f"{counts['not_in_videos']} not ok in videos; {counts['clamped']} frames clamped")
+
+
+@stage_app.command("train_localizer")
+def stage_train_localizer(
+    params: ParamsOpt = Path("params.yaml"),
+    videos: VideosIn = Path("data/videos.parquet"),
+    out: Annotated[Path, typer.Option(help="checkpoint to write")] = Path("artifacts/localizer.pt"),
+) -> None:
+    """Train the sound-source localizer on the train split (or copy localizer.checkpoint)."""
+    from stages import train_localizer
+
+    try:
+        seed = scalar(params, "seed", int, 0)
+        p, d = section(params, "localizer", LocalizerParams), section(params, "decode", DecodeParams)
+        require(Path(p.checkpoint) if p.checkpoint else videos)
+        summary = train_localizer.run(seed, p, d, videos=videos, out=out)
+    except (ParamsError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(f"train_localizer: {summary}")
+
+
+@stage_app.command("score")
+def stage_score(
+    params: ParamsOpt = Path("params.yaml"),
+    videos: VideosIn = Path("data/videos.parquet"),
+    checkpoint: Annotated[Path, typer.Option(help="localizer checkpoint")] = Path("artifacts/localizer.pt"),
+    out: Annotated[Path, typer.Option(help="moments.parquet to write")] = Path("data/moments.parquet"),
+    summary: Annotated[Path, typer.Option(help="JSON summary (counts, failures, timings)")] =
+        Path("data/moments.summary.json"),
+    shard: Annotated[str, typer.Option(help="i/n: score every n-th video from the i-th")] = "0/1",
+) -> None:
+    """Score every frame against its audio window and write the top-k moments per video."""
+    from stages import score
+
+    try:
+        p, d = section(params, "score", ScoreParams), section(params, "decode", DecodeParams)
+        shard_in = score.parse_shard(shard)
+        require(videos, checkpoint)
+        result = score.run(p, d, videos=videos, checkpoint=checkpoint, out=out, summary=summary, shard=shard_in)
+    except (ParamsError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(f"score: {result['total']} videos, {result['ok']} ok, {result['failed']} failed, "
+               f"{result['skipped']} skipped ({result['videos_per_s']} videos/s)")
+
+
+@stage_app.command("pairs")
+def stage_pairs(
+    params: ParamsOpt = Path("params.yaml"),
+    videos: VideosIn = Path("data/videos.parquet"),
+    moments: Annotated[Path, typer.Option(help="moments.parquet to read")] = Path("data/moments.parquet"),
+    out: Annotated[Path, typer.Option(help="pairs.parquet to write")] = Path("data/pairs.parquet"),
+    shard_dir: Annotated[Path, typer.Option(help="folder for {split}-%06d.tar shards")] = Path("data/shards"),
+) -> None:
+    """Pick each video's frame (params: selection) and write pairs.parquet and WebDataset shards."""
+    from stages import pairs
+
+    try:
+        seed, selection = scalar(params, "seed", int, 0), scalar(params, "selection", str, "top1")
+        p, d = section(params, "pairs", PairsParams), section(params, "decode", DecodeParams)
+        require(videos, moments)
+        summary = pairs.run(selection, seed, p, d, videos=videos, moments_path=moments, out=out, shard_dir=shard_dir)
+    except (ParamsError, ValueError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"pairs ({selection}): {summary['total']} videos, {summary['ok']} ok, {summary['failed']} failed, "
+               f"{len(summary['shards'])} shards")
 
 
 @manifest_app.command("show")

@@ -107,6 +107,48 @@ class DecodeParams:
     audio_sr: int = 16000
 
 
+@dataclass(frozen=True)
+class LocalizerParams:
+    """The `train_localizer` stage: the sound-source localizer (models/localizer.py) and its training."""
+
+    checkpoint: str | None = None  # an external localizer.pt to use instead of training one
+    dim: int = 64
+    width: int = 16
+    n_mels: int = 40
+    window_s: float = 1.0  # audio window around each frame
+    frame_every: int = 2  # train on every n-th frame at decode.fps
+    max_videos: int = 2000  # at most this many train videos are held in memory
+    steps: int = 800
+    batch_videos: int = 64  # two times of each video per step
+    min_gap_s: float = 1.0  # the two times of a video are at least this far apart
+    lr: float = 0.004
+    temperature: float = 0.07
+    workers: int = 2  # decode processes
+    threads: int = 1  # torch threads for training (more than the free cores slows it down)
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    """The `score` stage: C[t] for every frame at decode.fps, top-k moments per video."""
+
+    window_s: float = 1.0  # audio window centred on each frame
+    k: int = 10
+    normalize: Literal["video", "none"] = "video"  # video: C[t] minus the mean over the video's frames
+    workers: int = 2  # decode processes (the model runs in the main process)
+    threads: int = 1  # torch threads for the model
+
+
+@dataclass(frozen=True)
+class PairsParams:
+    """The `pairs` stage: the chosen frame and audio window of each video, as WebDataset shards."""
+
+    shard_size: int = 1000  # samples per shard
+    window_s: float = 1.0  # audio window stored beside the frame (centred on it)
+    jpeg_quality: int = 95
+    annotations: str | None = None  # CSV (video_id, t_s) for selection=annotations
+    workers: int = 2  # decode processes
+
+
 def _check(value: Any, tp: Any, where: str) -> Any:
     """Convert/validate one value against a type annotation; return the converted value."""
     origin = typing.get_origin(tp)

@@ -26,10 +26,12 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def set_params(root: Path, seed: int) -> None:
+def set_params(root: Path, seed: int, selection: str = "top1") -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["seed"] = seed
-    params["data"]["world"].update(classes=8, clips_per_class=2, duration_s=2.0)
+    params["seed"], params["selection"] = seed, selection
+    params["data"]["world"].update(classes=8, clips_per_class=3, duration_s=2.0)
+    params["localizer"].update(dim=8, width=4, n_mels=16, steps=2, batch_videos=4)
+    params["pairs"].update(shard_size=4)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -51,12 +53,19 @@ def test_repro_runs_then_does_nothing_then_follows_the_seed(project: Path) -> No
     sh("dvc", "repro", cwd=project)
     data = project / "data"
     assert (data / "videos.parquet").is_file() and (data / "events.parquet").is_file()
-    assert len(list((data / "videos").glob("*.mp4"))) == 16
+    assert len(list((data / "videos").glob("*.mp4"))) == 24
+    assert (project / "artifacts" / "localizer.pt").is_file() and (data / "moments.parquet").is_file()
+    assert (data / "pairs.parquet").is_file() and (data / "shards" / "train-000000.tar").is_file()
     first = {f: digest(data / f) for f in ("videos.parquet", "events.parquet")}
 
     again = sh("dvc", "repro", cwd=project)
-    assert "didn't change, skipping" in again and "Running stage 'videos'" not in again
+    assert "didn't change, skipping" in again and "Running stage" not in again
     assert "up to date" in sh("dvc", "status", cwd=project).lower()
+
+    set_params(project, 0, selection="mid")  # what `dvc exp run -S selection=mid` changes
+    mid = sh("dvc", "repro", cwd=project)
+    assert "Running stage 'pairs'" in mid
+    assert not any(f"Running stage '{s}'" in mid for s in ("videos", "train_localizer", "score"))
 
     set_params(project, 1)
     rerun = sh("dvc", "repro", cwd=project)

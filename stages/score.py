@@ -1,0 +1,136 @@
+"""Stage `score`: C[t] for every frame of every ok video, and its top-k moments (DESIGN section 3).
+
+Each video is decoded at ``decode.fps`` (a pool of ``score.workers`` processes); for frame k at
+``t = k / fps`` the audio window of ``score.window_s`` seconds centred on t is encoded, and
+C[t] = max over space of cos(q_V(t, x, y), q_A(t)) (models/localizer.py). The ``score.k`` best frames
+of each video go to ``moments.parquet`` (rank 0 = best, ties to the earlier frame). With
+``score.normalize: video`` (default) C[t] is contrasted with the video's other frames (`score_clip`).
+
+Failures: ``moments.parquet`` holds moments only (its schema has no status column); a video that cannot be
+scored (no audio stream, a silent track, shorter than one window, a decode error) gets no rows and is
+listed with its one-line reason in the summary JSON written beside it (``--summary``), which also counts
+the ``failed`` rows of ``videos.parquet`` as ``skipped``. total = ok + failed + skipped, always.
+``--shard i/n`` scores every n-th ok video from the i-th (in manifest order) for a run across machines.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.localizer import Localizer, load
+from pipeline import manifests, moments
+from pipeline.params import DecodeParams, ScoreParams
+
+log = logging.getLogger(__name__)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n; a ValueError names the bad value."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+@torch.no_grad()
+def score_clip(model: Localizer, clip: moments.Clip, mels: torch.Tensor, normalize: str = "video",
+               batch: int = 256) -> np.ndarray:
+    """C[t] of every frame: frames ``(N, H, W, 3)`` uint8 and mels ``(N, 1, n_mels, F)`` -> ``(N,)`` float64.
+
+    ``normalize="none"``: C[t] = S[t, t] with S[i, j] = max_xy cos(q_V(i, x, y), q_A(j)).
+    ``normalize="video"``: C[t] = S[t, t] - mean_i S[i, t], how much better frame t matches its sound than
+    the video's frames do on average; a window of silence or of an off-screen sound matches every frame
+    about equally and scores near 0, whatever its raw similarity to backgrounds."""
+    frames = torch.from_numpy(clip.frames)
+    vmaps = torch.cat([model.embed_frames(frames[i:i + batch]) for i in range(0, len(frames), batch)])
+    aembs = torch.cat([model.embed_audio(mels[i:i + batch]) for i in range(0, len(mels), batch)])
+    if normalize == "none":
+        return Localizer.paired_scores(vmaps, aembs).double().numpy()
+    sim = Localizer.similarity_maps(vmaps, aembs).flatten(2).amax(dim=2).double()  # (N frames, N audios)
+    return (sim.diagonal() - sim.mean(dim=0)).numpy()
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` best scores, best first; ties go to the earlier frame. ``(N,) -> (min(k, N),)``."""
+    return np.lexsort((np.arange(len(scores)), -scores))[:k]
+
+
+def moment_rows(video_id: str, scores: np.ndarray, times: np.ndarray, k: int) -> list[dict]:
+    """The MOMENTS rows of one video (frame_index at decode.fps, as ``times``)."""
+    return [dict(video_id=video_id, rank=r, t_s=float(times[i]), frame_index=int(i), score=float(scores[i]))
+            for r, i in enumerate(top_k(scores, k))]
+
+
+def _decode(args: tuple[str, str, ScoreParams, DecodeParams, int]) -> tuple[str, object, float]:
+    """Decode one video and its window log-mels in a pool worker -> (video_id, (clip, mels) or error, s)."""
+    vid, path, p, d, n_mels = args
+    t0 = time.perf_counter()
+    clip = moments.decode_clip(path, fps=d.fps, window_s=p.window_s, backend=d.backend, timeout_s=d.timeout_s)
+    if isinstance(clip, str):
+        return vid, clip, time.perf_counter() - t0
+    mels = moments.window_logmels(clip.audio, clip.times, n_mels=n_mels, window_s=p.window_s)
+    return vid, (clip, mels), time.perf_counter() - t0
+
+
+def score_videos(model: Localizer, rows: list[dict], manifest: Path, p: ScoreParams,
+                 d: DecodeParams) -> tuple[list[dict], dict[str, str], dict]:
+    """Score ``rows`` (ok videos); returns (moment rows, {video_id: error}, timings)."""
+    tasks = [(r["video_id"], str(manifests.resolve(manifest, r["path"])), p, d, model.cfg.n_mels) for r in rows]
+    out, errors, decode_s, model_s = [], {}, 0.0, 0.0
+    with get_context("fork").Pool(max(1, p.workers), initializer=moments.worker_init) as pool:
+        for vid, res, dt in tqdm(pool.imap(_decode, tasks), total=len(tasks), desc="score", unit="video"):
+            decode_s += dt
+            if isinstance(res, str):
+                errors[vid] = res
+                log.warning("video %s failed: %s", vid, res)
+                continue
+            clip, mels = res
+            t0 = time.perf_counter()
+            out += moment_rows(vid, score_clip(model, clip, mels, p.normalize), clip.times, p.k)
+            model_s += time.perf_counter() - t0
+    return out, errors, dict(decode_s=decode_s, model_s=model_s)
+
+
+def run(p: ScoreParams, d: DecodeParams, *, videos: Path, checkpoint: Path, out: Path, summary: Path,
+        shard: tuple[int, int] = (0, 1)) -> dict:
+    """Write ``out`` (moments.parquet) and ``summary`` (JSON); returns the summary."""
+    torch.set_num_threads(max(1, p.threads))
+    model = load(checkpoint)
+    if model.cfg.n_frames != moments.n_mel_frames(p.window_s):
+        log.warning("score.window_s=%g differs from the window the localizer was trained on (%d mel frames)",
+                    p.window_s, model.cfg.n_frames)
+    rows = manifests.read(videos, manifests.VIDEOS).to_pylist()
+    i, n = shard
+    rows = rows[i::n]
+    ok = [r for r in rows if r["status"] == "ok"]
+    t0 = time.perf_counter()
+    moment_list, errors, timing = score_videos(model, ok, Path(videos), p, d)
+    wall = time.perf_counter() - t0
+    manifests.write(moment_list, manifests.MOMENTS, out)
+    result = dict(total=len(rows), ok=len(ok) - len(errors), failed=len(errors), skipped=len(rows) - len(ok),
+                  shard=f"{i}/{n}", errors=errors,
+                  skipped_ids=[r["video_id"] for r in rows if r["status"] != "ok"],
+                  wall_s=round(wall, 2), videos_per_s=round(len(ok) / wall, 2) if wall > 0 else None,
+                  decode_s=round(timing["decode_s"], 2), model_s=round(timing["model_s"], 2))
+    _write_json(result, summary)
+    log.info("score: %(total)d videos, %(ok)d ok, %(failed)d failed, %(skipped)d skipped", result)
+    return result
+
+
+def _write_json(obj: dict, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = manifests.tmp_name(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,142 @@
+"""Stage `train_localizer`: the sound-source localizer, trained without labels on the train split.
+
+Every ``localizer.frame_every``-th frame (at ``decode.fps``) of each ok train video is decoded, with the
+log-mel of the audio window centred on it, into one compact in-memory set (uint8 frames, float16 mels;
+at most ``localizer.max_videos`` videos). A step takes ``batch_videos`` videos and two times of each, at
+least ``min_gap_s`` apart, so a frame's negatives are the other videos' audio and its own video's audio at
+the other time (models/localizer.py). ``localizer.checkpoint`` names an external checkpoint instead: it is
+loaded strictly and copied to the output.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.localizer import Localizer, LocalizerConfig, infonce_loss, load, save
+from pipeline import manifests, moments
+from pipeline.params import DecodeParams, LocalizerParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSet:
+    """Frames ``(M, S, S, 3)`` uint8, mels ``(M, 1, n_mels, F)`` float16, ``video`` and ``time`` ``(M,)``."""
+
+    frames: torch.Tensor
+    mels: torch.Tensor
+    video: torch.Tensor
+    time: torch.Tensor
+
+
+def _decode_one(args: tuple[str, LocalizerParams, DecodeParams]) -> tuple[np.ndarray, torch.Tensor, np.ndarray] | str:
+    path, p, d = args
+    clip = moments.decode_clip(path, fps=d.fps, window_s=p.window_s, backend=d.backend, timeout_s=d.timeout_s,
+                               every=p.frame_every)
+    if isinstance(clip, str):
+        return clip
+    mels = moments.window_logmels(clip.audio, clip.times, n_mels=p.n_mels, window_s=p.window_s)
+    return clip.frames, mels.half(), clip.times
+
+
+def train_videos(manifest: Path, limit: int) -> list[dict]:
+    """The ok rows of the train split (at most ``limit``, in manifest order)."""
+    rows = manifests.read(manifest, manifests.VIDEOS).to_pylist()
+    return [r for r in rows if r["split"] == "train" and r["status"] == "ok"][:limit]
+
+
+def build_set(manifest: Path, p: LocalizerParams, d: DecodeParams) -> tuple[TrainSet, dict]:
+    """Decode the train videos with a pool of ``p.workers``; returns the set and {videos, ok, failed}."""
+    rows = train_videos(manifest, p.max_videos)
+    tasks = [(str(manifests.resolve(manifest, r["path"])), p, d) for r in rows]
+    frames, mels, video, times, failed = [], [], [], [], 0
+    with get_context("fork").Pool(max(1, p.workers), initializer=moments.worker_init) as pool:
+        for i, out in enumerate(tqdm(pool.imap(_decode_one, tasks), total=len(tasks), desc="decode", unit="video")):
+            if isinstance(out, str):
+                failed += 1
+                log.warning("skipping %s: %s", rows[i]["video_id"], out)
+                continue
+            frames.append(torch.from_numpy(out[0]))
+            mels.append(out[1])
+            video += [len(frames) - 1] * len(out[2])
+            times.append(torch.from_numpy(out[2]))
+    if not frames:
+        raise ValueError(f"no usable train videos in {manifest} ({failed} failed)")
+    data = TrainSet(torch.cat(frames), torch.cat(mels), torch.tensor(video), torch.cat(times))
+    return data, dict(videos=len(rows), ok=len(rows) - failed, failed=failed)
+
+
+def sample_pairs(data: TrainSet, n_videos: int, min_gap_s: float, gen: torch.Generator) -> torch.Tensor:
+    """Indices ``(2 * n,)`` into the set: two times of each of ``n`` random videos, at least ``min_gap_s``
+    apart where the video allows (else any two distinct frames)."""
+    n_total = int(data.video.max()) + 1
+    chosen = torch.randperm(n_total, generator=gen)[:n_videos]
+    starts = torch.searchsorted(data.video, torch.arange(n_total + 1))
+    first, second = [], []
+    for v in chosen.tolist():
+        lo, hi = int(starts[v]), int(starts[v + 1])
+        i = lo + int(torch.randint(hi - lo, (1,), generator=gen))
+        far = (data.time[lo:hi] - data.time[i]).abs() >= min_gap_s
+        pool = far.nonzero().flatten() + lo
+        if len(pool) == 0:
+            pool = torch.tensor([j for j in range(lo, hi) if j != i] or [i])
+        first.append(i)
+        second.append(int(pool[torch.randint(len(pool), (1,), generator=gen)]))
+    return torch.tensor(first + second)
+
+
+def train(data: TrainSet, p: LocalizerParams, seed: int) -> tuple[Localizer, list[float]]:
+    """Adam with a cosine schedule for ``p.steps`` steps; returns the model (eval) and the loss curve."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, p.threads))
+    gen = torch.Generator().manual_seed(seed)
+    size = int(data.frames.shape[1])
+    cfg = LocalizerConfig(dim=p.dim, width=p.width, image_size=size, n_mels=p.n_mels,
+                          n_frames=moments.n_mel_frames(p.window_s), temperature=p.temperature)
+    model = Localizer(cfg).train()
+    opt = torch.optim.Adam(model.parameters(), lr=p.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, p.steps))
+    losses = []
+    for step in tqdm(range(p.steps), desc="train localizer", unit="step"):
+        idx = sample_pairs(data, p.batch_videos, p.min_gap_s, gen)
+        frames = data.frames[idx].permute(0, 3, 1, 2).float() / 255.0
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        frames = torch.where(flip.view(-1, 1, 1, 1), frames.flip(-1), frames)
+        loss = infonce_loss(model.embed_frames(frames), model.embed_audio(data.mels[idx].float()), cfg.temperature)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 50 == 0:
+            log.info("step %d loss %.3f", step, losses[-1])
+    return model.eval(), losses
+
+
+def run(seed: int, p: LocalizerParams, d: DecodeParams, *, videos: Path, out: Path) -> dict:
+    """Train (or copy ``p.checkpoint``) into ``out``; returns a summary."""
+    if p.checkpoint:
+        model = load(p.checkpoint)  # strict: a wrong file fails here, not in `score`
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p.checkpoint, out.with_name(out.name + ".tmp"))
+        out.with_name(out.name + ".tmp").replace(out)
+        return dict(source=str(p.checkpoint), config=model.cfg.__dict__)
+    t0 = time.perf_counter()
+    data, counts = build_set(Path(videos), p, d)
+    t1 = time.perf_counter()
+    model, losses = train(data, p, seed)
+    t2 = time.perf_counter()
+    tail = float(np.mean(losses[-20:])) if losses else float("nan")
+    save(model, out, step=p.steps, window_s=p.window_s, loss=tail)
+    summary = dict(**counts, frames=int(len(data.video)), steps=p.steps, loss_first=losses[0] if losses else None,
+                   loss_last=tail, decode_s=round(t1 - t0, 1), train_s=round(t2 - t1, 1))
+    log.info("train_localizer: %s", summary)
+    return summary

@@ -1,0 +1,178 @@
+"""Finding the moment: audio windows, train_localizer and score on a tiny world with bad inputs."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import manifests, moments
+from pipeline.ffmpeg import write_mp4
+from pipeline.params import DataParams, DecodeParams, LocalizerParams, ScoreParams, WorldParams
+from stages import score, train_localizer, videos
+
+TINY = WorldParams(classes=8, clips_per_class=2, duration_s=2.0, val_frac=0.0, test_frac=0.5, workers=2)
+FAST = LocalizerParams(dim=8, width=4, n_mels=16, steps=3, batch_videos=4, workers=2)
+
+
+def test_windows_are_centred_clamped_and_the_track_logmel_matches_per_window() -> None:
+    audio = np.random.default_rng(0).normal(scale=0.1, size=3 * moments.SR).astype(np.float32)
+    times = moments.frame_times(3.0, 10)
+    assert len(times) == 30 and times[-1] == pytest.approx(2.9)
+    starts = moments.window_starts(times, len(audio), 1.0)
+    assert starts[0] == 0 and starts[-1] == 2 * moments.SR and starts[15] == int(1.0 * moments.SR)
+    assert np.all(starts % moments.HOP == 0)
+    win = moments.audio_windows(audio, times, 1.0)
+    np.testing.assert_array_equal(win[15], audio[moments.SR:2 * moments.SR])
+    fast = moments.window_logmels(audio, times, n_mels=16, window_s=1.0)
+    assert fast.shape == (30, 1, 16, moments.n_mel_frames(1.0))
+    torch.testing.assert_close(fast, moments.logmel(win, n_mels=16, window_s=1.0), atol=1e-4, rtol=0)
+
+
+def test_unscorable_audio_is_named() -> None:
+    assert "silent" in moments.check_audio(np.zeros(moments.SR * 2, np.float32), 1.0)
+    assert "shorter than one window" in moments.check_audio(np.ones(100, np.float32) * 0.1, 1.0)
+    assert moments.check_audio(np.full(moments.SR, 0.1, np.float32), 1.0) is None
+
+
+def test_selections_and_top_k() -> None:
+    assert moments.mid_time(6.0, 10) == pytest.approx(3.0)
+    assert moments.random_time(6.0, 10, 0, "a") == moments.random_time(6.0, 10, 0, "a")
+    assert 0 <= moments.random_time(6.0, 10, 0, "a") < 6.0
+    assert score.top_k(np.array([0.1, 0.5, 0.5, 0.2]), 3).tolist() == [1, 2, 3]
+    assert score.parse_shard("1/3") == (1, 3)
+    with pytest.raises(ValueError, match="i/n"):
+        score.parse_shard("x")
+
+
+def _add_bad_videos(root: Path) -> None:
+    """Append to videos.parquet: no audio, a silent track, a 0.5 s clip, a truncated file, a failed row."""
+    rows = manifests.read(root / "videos.parquet").to_pylist()
+    frames = np.full((20, 64, 64, 3), 90, np.uint8)
+    made = {"noaudio": write_mp4(root / "videos" / "noaudio.mp4", frames, None, fps=10, sr=16000),
+            "silent": write_mp4(root / "videos" / "silent.mp4", frames, np.zeros(32000), fps=10, sr=16000),
+            "short": write_mp4(root / "videos" / "short.mp4", frames[:5], np.full(8000, 0.1), fps=10, sr=16000)}
+    assert set(made.values()) == {None}
+    good = (root / rows[0]["path"]).read_bytes()
+    (root / "videos" / "cut.mp4").write_bytes(good[: len(good) // 3])
+    for vid in ("noaudio", "silent", "short", "cut", "gone"):
+        rows.append({**rows[0], "video_id": vid, "path": f"videos/{vid}.mp4", "split": "test",
+                     **({"status": "failed", "error": "download failed"} if vid == "gone" else {})})
+    manifests.write(rows, manifests.VIDEOS, root / "videos.parquet")
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("moments")
+    videos.run(5, DataParams(world=TINY), out_dir=root / "videos", manifest=root / "videos.parquet",
+               events=root / "events.parquet")
+    _add_bad_videos(root)
+    summary = train_localizer.run(0, FAST, DecodeParams(), videos=root / "videos.parquet", out=root / "loc.pt")
+    assert summary["ok"] == 8 and summary["steps"] == 3
+    score.run(ScoreParams(k=4), DecodeParams(), videos=root / "videos.parquet",
+              checkpoint=root / "loc.pt", out=root / "moments.parquet", summary=root / "moments.json")
+    return root
+
+
+def test_score_writes_top_k_per_video_and_counts_failures(scored: Path) -> None:
+    s = json.loads((scored / "moments.json").read_text())
+    assert (s["total"], s["ok"], s["failed"], s["skipped"]) == (21, 16, 4, 1)
+    assert s["skipped_ids"] == ["gone"]
+    assert "no audio stream" in s["errors"]["noaudio"] and "silent" in s["errors"]["silent"]
+    assert "shorter than one window" in s["errors"]["short"] and s["errors"]["cut"]
+    rows = manifests.read(scored / "moments.parquet", manifests.MOMENTS).to_pylist()
+    by_video: dict[str, list[dict]] = {}
+    for r in rows:
+        by_video.setdefault(r["video_id"], []).append(r)
+    assert len(by_video) == 16 and all(len(v) == 4 for v in by_video.values())
+    for v in by_video.values():
+        assert [r["rank"] for r in v] == [0, 1, 2, 3]
+        assert all(a["score"] >= b["score"] for a, b in zip(v, v[1:]))
+        assert all(r["t_s"] == pytest.approx(r["frame_index"] / 10) for r in v)
+
+
+def test_shards_partition_the_videos(scored: Path) -> None:
+    ids = []
+    for i in range(2):
+        out = scored / f"m{i}.parquet"
+        score.run(ScoreParams(k=1), DecodeParams(), videos=scored / "videos.parquet", checkpoint=scored / "loc.pt",
+                  out=out, summary=scored / f"m{i}.json", shard=(i, 2))
+        ids += manifests.read(out).column("video_id").to_pylist()
+    whole = manifests.read(scored / "moments.parquet").column("video_id").to_pylist()
+    assert sorted(ids) == sorted(set(whole))
+
+
+def test_external_checkpoint_is_copied(scored: Path, tmp_path: Path) -> None:
+    out = tmp_path / "artifacts" / "localizer.pt"
+    train_localizer.run(0, replace(FAST, checkpoint=str(scored / "loc.pt")), DecodeParams(), videos=Path("nope"),
+                        out=out)
+    assert out.read_bytes() == (scored / "loc.pt").read_bytes()
+    shutil.copy(scored / "moments.parquet", tmp_path / "bad.pt")
+    with pytest.raises(Exception):
+        train_localizer.run(0, replace(FAST, checkpoint=str(tmp_path / "bad.pt")), DecodeParams(),
+                            videos=Path("nope"), out=tmp_path / "x.pt")
+
+
+def _read_shards(folder: Path) -> dict[str, dict]:
+    """Every sample of every shard through plain webdataset: {key: {jpg, flac, json}} (bytes)."""
+    import webdataset as wds
+
+    urls = sorted(str(f) for f in folder.glob("*.tar"))
+    out = {}
+    for sample in wds.WebDataset(urls, shardshuffle=False):
+        assert sample["__key__"] not in out
+        out[sample["__key__"]] = sample
+    return out
+
+
+@pytest.mark.parametrize("selection", ["top1", "mid"])
+def test_pairs_rows_equal_shard_samples(scored: Path, selection: str) -> None:
+    from pipeline import shards
+    from pipeline.params import PairsParams
+    from stages import pairs
+
+    out, folder = scored / f"pairs-{selection}.parquet", scored / f"shards-{selection}"
+    summary = pairs.run(selection, 0, PairsParams(shard_size=3), DecodeParams(), videos=scored / "videos.parquet",
+                        moments_path=scored / "moments.parquet", out=out, shard_dir=folder)
+    rows = manifests.read(out, manifests.PAIRS).to_pylist()
+    assert summary["ok"] == len(rows) == 16 and summary["failed"] == 0
+    assert len({r["key"] for r in rows}) == 16 and {r["selection"] for r in rows} == {selection}
+    assert sorted(f.name for f in folder.glob("*.tar")) == summary["shards"] == sorted({r["shard"] for r in rows})
+    assert {"train-000000.tar", "train-000002.tar", "test-000002.tar"} <= set(summary["shards"])
+    assert not list(folder.glob(".*"))  # no temporaries left
+    samples = _read_shards(folder)
+    assert set(samples) == {r["key"] for r in rows}
+    top1 = {m["video_id"]: m for m in manifests.read(scored / "moments.parquet").to_pylist() if m["rank"] == 0}
+    for r in rows[:4]:
+        s = samples[r["key"]]
+        assert json.loads(s["json"]) == r
+        clip = moments.decode_clip(scored / "videos" / f"{r['video_id']}.mp4", fps=10, window_s=1.0)
+        k = int(round(r["t_s"] * 10))
+        assert s["jpg"] == shards.encode_jpeg(clip.frames[k], 95)  # exactly the decoded frame, encoded
+        frame = shards.decode_jpeg(s["jpg"])
+        assert np.abs(frame.astype(int) - clip.frames[k].astype(int)).mean() < 2  # JPEG q95 4:4:4
+        wave, sr = shards.decode_flac(s["flac"])
+        want = moments.audio_windows(clip.audio, np.array([r["t_s"]]), 1.0)[0]
+        assert sr == 16000 and wave.shape == want.shape and np.abs(wave - want).max() < 1e-4
+        if selection == "top1":
+            assert r["t_s"] == top1[r["video_id"]]["t_s"] and r["score"] == top1[r["video_id"]]["score"]
+        else:
+            assert r["t_s"] == pytest.approx(1.0)
+
+
+def test_video_normalised_score_is_the_raw_score_minus_its_mean_over_frames(scored: Path) -> None:
+    from models.localizer import Localizer, load
+
+    model = load(scored / "loc.pt")
+    clip = moments.decode_clip(scored / "videos" / "world_00000.mp4", fps=10, window_s=1.0)
+    mels = moments.window_logmels(clip.audio, clip.times, n_mels=model.cfg.n_mels, window_s=1.0)
+    raw, norm = score.score_clip(model, clip, mels, "none"), score.score_clip(model, clip, mels, "video", batch=7)
+    with torch.no_grad():
+        sim = Localizer.similarity_maps(model.embed_frames(torch.from_numpy(clip.frames)), model.embed_audio(mels))
+    s = sim.flatten(2).amax(2).double().numpy()
+    np.testing.assert_allclose(raw, np.diag(s), atol=1e-6)
+    np.testing.assert_allclose(norm, np.diag(s) - s.mean(axis=0), atol=1e-6)
