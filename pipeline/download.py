@@ -214,6 +214,7 @@ def _download(job: Job) -> Path | str:
         return f"{classify(msg)}: {msg}"
     files = [p for p in work.iterdir() if p.is_file() and not p.name.endswith((".part", ".ytdl"))]
     if not files:
+        shutil.rmtree(work, ignore_errors=True)
         return "not_media: yt-dlp finished without a file"
     if not job.settings.keep_raw:
         return files[0]
@@ -261,6 +262,7 @@ def _attempt(job: Job, final: Path, deadline: float) -> Record | str:
     if isinstance(src, str):
         return src
     tmp = final.with_name(f".{job.name}.{job.tag}.{os.getpid()}.part.mp4")
+    done = False
     try:
         info = probe(src, deadline - time.monotonic())
         err = info if isinstance(info, str) else _check_source(info, job)
@@ -271,11 +273,14 @@ def _attempt(job: Job, final: Path, deadline: float) -> Record | str:
         if isinstance(out, str) or (err := _check_clip(out, job)):
             return err or f"encode: the written clip does not probe ({out})"
         os.replace(tmp, final)
+        done = True
         return _ok(job, out, 1)
     finally:
         tmp.unlink(missing_ok=True)
         if job.url and not job.settings.keep_raw:
             shutil.rmtree(src.parent, ignore_errors=True)
+        elif job.url and not done:  # a kept download that gave no clip is not reused
+            src.unlink(missing_ok=True)
 
 
 def _existing(final: Path, job: Job) -> Record | None:

@@ -241,6 +241,19 @@ def test_shards_split_the_rows_and_the_whole_run_reuses_them(tmp_path: Path, ser
     assert whole["fetched"] == 0 and whole["total"] == 6 and set(rows(tmp_path)) == ids[0] | ids[1]
 
 
+def test_keep_raw_reuses_downloads_when_the_clip_settings_change(tmp_path: Path, server: MediaServer) -> None:
+    url = server.url("files", "clip", query="raw")
+    csv = tmp_path / "in.csv"
+    csv.write_text(f"{url},1,x,train\n{server.url('garbage', 'clip')},0,x,train\n")
+    first = run(tmp_path, params(server, csv, keep_raw=True, retries=0))
+    hits = server.hits_for(url)
+    assert first["ok"] == 1 and len(list((tmp_path / "data" / "raw" / "files").iterdir())) == 1  # not the garbage
+    second = run(tmp_path, params(server, csv, keep_raw=True, retries=0, clip=dict(short_side=32, fps=5)))
+    assert second["ok"] == 1 and second["fetched"] == 2 and server.hits_for(url) == hits  # new key: redone
+    (row,) = [r for r in rows(tmp_path).values() if r["status"] == "ok"]
+    assert row["fps"] == 5.0
+
+
 def test_local_folder_with_labels_csv(tmp_path: Path, clips: dict[str, Path]) -> None:
     src = tmp_path / "my videos"
     (src / "sub ü").mkdir(parents=True)
