@@ -18,8 +18,10 @@ app = typer.Typer(help="Sound2Scene: from unlabeled videos to the scene a sound 
                   no_args_is_help=True, pretty_exceptions_enable=False)
 stage_app = typer.Typer(help="Run one dvc.yaml stage (dvc.yaml calls these).", no_args_is_help=True)
 manifest_app = typer.Typer(help="Inspect Parquet manifests.", no_args_is_help=True)
+moments_app = typer.Typer(help="Look at the moments the localizer finds.", no_args_is_help=True)
 app.add_typer(stage_app, name="stage")
 app.add_typer(manifest_app, name="manifest")
+app.add_typer(moments_app, name="moments")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file (YAML)")]
 VideosIn = Annotated[Path, typer.Option(help="videos.parquet to read")]
@@ -125,6 +127,39 @@ def stage_pairs(
         fail(str(exc))
     typer.echo(f"pairs ({selection}): {summary['total']} videos, {summary['ok']} ok, {summary['failed']} failed, "
                f"{len(summary['shards'])} shards")
+
+
+@moments_app.command("show")
+def moments_show(
+    video_id: Annotated[str, typer.Argument(help="a video_id of videos.parquet")],
+    out: Annotated[Path, typer.Option(help="PNG to write")],
+    params: ParamsOpt = Path("params.yaml"),
+    videos: VideosIn = Path("data/videos.parquet"),
+    checkpoint: Annotated[Path, typer.Option(help="localizer checkpoint")] = Path("artifacts/localizer.pt"),
+    events: Annotated[Path, typer.Option(help="events.parquet: main events are shaded when it exists")] =
+        Path("data/events.parquet"),
+) -> None:
+    """Render a contact sheet of a video's frames with C[t] beneath and the chosen frame marked."""
+    from models.localizer import load
+    from pipeline import manifests
+    from stages import score
+
+    require(videos, checkpoint)
+    try:
+        p, d = section(params, "score", ScoreParams), section(params, "decode", DecodeParams)
+    except ParamsError as exc:
+        fail(str(exc))
+    row = next((r for r in manifests.read(videos).to_pylist() if r["video_id"] == video_id), None)
+    if row is None:
+        fail(f"no video {video_id!r} in {videos}")
+    spans = [(e["t_start"], e["t_end"]) for e in (manifests.read(events).to_pylist() if events.is_file() else [])
+             if e["video_id"] == video_id and e["on_screen"] and e["label"] == row["label"]]
+    img = score.contact_sheet(load(checkpoint), row, videos, p, d, spans)
+    if isinstance(img, str):
+        fail(f"cannot score {video_id}: {img}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
+    typer.echo(f"wrote {out}")
 
 
 @manifest_app.command("show")

@@ -20,6 +20,7 @@ import os
 import time
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ from tqdm import tqdm
 from models.localizer import Localizer, load
 from pipeline import manifests, moments
 from pipeline.params import DecodeParams, ScoreParams
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,19 @@ def score_videos(model: Localizer, rows: list[dict], manifest: Path, p: ScorePar
             out += moment_rows(vid, score_clip(model, clip, mels, p.normalize), clip.times, p.k)
             model_s += time.perf_counter() - t0
     return out, errors, dict(decode_s=decode_s, model_s=model_s)
+
+
+def contact_sheet(model: Localizer, row: dict, manifest: Path, p: ScoreParams, d: DecodeParams,
+                  spans: list[tuple[float, float]] = ()) -> "Image.Image | str":
+    """The contact sheet of one videos.parquet row (frames, C[t], the top-1 marked), or why not."""
+    from pipeline.sheet import contact_sheet as draw
+
+    vid, res, _ = _decode((row["video_id"], str(manifests.resolve(manifest, row["path"])), p, d, model.cfg.n_mels))
+    if isinstance(res, str):
+        return res
+    clip, mels = res
+    scores = score_clip(model, clip, mels, p.normalize)
+    return draw(clip.frames, clip.times, scores, chosen=int(top_k(scores, 1)[0]), spans=spans)
 
 
 def run(p: ScoreParams, d: DecodeParams, *, videos: Path, checkpoint: Path, out: Path, summary: Path,

@@ -176,3 +176,32 @@ def test_video_normalised_score_is_the_raw_score_minus_its_mean_over_frames(scor
     s = sim.flatten(2).amax(2).double().numpy()
     np.testing.assert_allclose(raw, np.diag(s), atol=1e-6)
     np.testing.assert_allclose(norm, np.diag(s) - s.mean(axis=0), atol=1e-6)
+
+
+def test_contact_sheet_marks_the_best_frame() -> None:
+    from pipeline.sheet import RED, contact_sheet
+
+    frames = np.zeros((25, 64, 64, 3), np.uint8)
+    scores = np.sin(np.arange(25) / 4.0)
+    img = np.asarray(contact_sheet(frames, np.arange(25) / 10, scores, cols=10, cell=72, plot_height=100))
+    assert img.shape == (3 * 72 + 100, 720, 3)
+    best = int(np.argmax(scores))
+    x, y = (best % 10) * 72, (best // 10) * 72
+    assert tuple(img[y, x + 30]) == RED and tuple(img[y + 72, x + 30]) != RED
+    with pytest.raises(ValueError):
+        contact_sheet(frames, np.arange(3), scores)
+
+
+def test_moments_show_cli(scored: Path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "pipeline.cli", "moments", "show", "world_00001", "--out", str(scored / "s.png"),
+           "--params", str(repo / "params.yaml"), "--videos", str(scored / "videos.parquet"),
+           "--checkpoint", str(scored / "loc.pt"), "--events", str(scored / "events.parquet")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (scored / "s.png").stat().st_size > 1000
+    bad = subprocess.run(cmd[:5] + ["silent"] + cmd[6:], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "silent audio track" in bad.stderr and "Traceback" not in bad.stderr
