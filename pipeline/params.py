@@ -81,6 +81,7 @@ class LocalizerParams:
     temperature: float = 0.07
     workers: int = 2  # decode processes
     threads: int = 1  # torch threads for training (more than the free cores slows it down)
+    save_every: int = 100  # steps between saves of the training state (a rerun resumes from it)
 
 
 @dataclass(frozen=True)

@@ -205,3 +205,23 @@ def test_moments_show_cli(scored: Path) -> None:
     assert (scored / "s.png").stat().st_size > 1000
     bad = subprocess.run(cmd[:5] + ["silent"] + cmd[6:], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "silent audio track" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_training_resumes_to_the_same_model(tmp_path: Path) -> None:
+    gen = torch.Generator().manual_seed(0)
+    data = train_localizer.TrainSet(
+        frames=torch.randint(0, 255, (24, 64, 64, 3), dtype=torch.uint8, generator=gen),
+        mels=torch.randn(24, 1, 16, 97, generator=gen).half(),
+        video=torch.arange(6).repeat_interleave(4), time=torch.arange(4).repeat(6).double() * 0.5)
+    p = replace(FAST, steps=6, save_every=2, min_gap_s=1.0)
+    whole, losses = train_localizer.train(data, p, 0)
+    resume = tmp_path / "loc.pt.resume"
+    train_localizer.train(data, p, 0, resume=resume, stop_at=3)
+    assert torch.load(resume, weights_only=True)["step"] == 2
+    again, losses2 = train_localizer.train(data, p, 0, resume=resume)
+    assert losses2 == losses
+    for k, v in whole.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[k], v, atol=0, rtol=0)
+    other = replace(p, lr=0.01)  # other params: the saved state is ignored, training starts over
+    _, losses3 = train_localizer.train(data, other, 0, resume=resume, stop_at=1)
+    assert len(losses3) == 1
