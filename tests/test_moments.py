@@ -225,3 +225,26 @@ def test_training_resumes_to_the_same_model(tmp_path: Path) -> None:
     other = replace(p, lr=0.01)  # other params: the saved state is ignored, training starts over
     _, losses3 = train_localizer.train(data, other, 0, resume=resume, stop_at=1)
     assert len(losses3) == 1
+
+
+def test_score_under_torchrun_merges_the_ranks(scored: Path) -> None:
+    import subprocess
+    import sys
+
+    (scored / "p.yaml").write_text("score: {k: 4}\n")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "pipeline.cli", "stage", "score",
+           "--params", str(scored / "p.yaml"), "--videos", str(scored / "videos.parquet"),
+           "--checkpoint", str(scored / "loc.pt"), "--out", str(scored / "tr.parquet"),
+           "--summary", str(scored / "tr.json")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    want = manifests.read(scored / "moments.parquet").to_pylist()
+    got = manifests.read(scored / "tr.parquet").to_pylist()
+    assert [(r["video_id"], r["rank"], r["frame_index"]) for r in got] == \
+        [(r["video_id"], r["rank"], r["frame_index"]) for r in want]
+    np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in want], atol=1e-6)
+    s, w = json.loads((scored / "tr.json").read_text()), json.loads((scored / "moments.json").read_text())
+    assert {k: s[k] for k in ("total", "ok", "failed", "skipped", "errors")} == \
+        {k: w[k] for k in ("total", "ok", "failed", "skipped", "errors")}
+    assert not list(scored.glob(".*part*"))
