@@ -92,6 +92,7 @@ def stage_score(
     summary: Annotated[Path, typer.Option(help="JSON summary (counts, failures, timings)")] =
         Path("data/moments.summary.json"),
     shard: Annotated[str, typer.Option(help="i/n: score every n-th video from the i-th")] = "0/1",
+    sheets: Annotated[Path | None, typer.Option(help="folder for score.sheets contact sheets (PNG)")] = None,
 ) -> None:
     """Score every frame against its audio window and write the top-k moments per video."""
     from stages import score
@@ -100,7 +101,8 @@ def stage_score(
         p, d = section(params, "score", ScoreParams), section(params, "decode", DecodeParams)
         shard_in = score.parse_shard(shard)
         require(videos, checkpoint)
-        result = score.run(p, d, videos=videos, checkpoint=checkpoint, out=out, summary=summary, shard=shard_in)
+        result = score.run(p, d, videos=videos, checkpoint=checkpoint, out=out, summary=summary, shard=shard_in,
+                           sheets=sheets)
     except (ParamsError, ValueError) as exc:
         fail(str(exc))
     typer.echo(f"score: {result['total']} videos, {result['ok']} ok, {result['failed']} failed, "

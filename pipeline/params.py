@@ -93,6 +93,7 @@ class ScoreParams:
     normalize: Literal["video", "none"] = "video"  # video: C[t] minus the mean over the video's frames
     workers: int = 2  # decode processes (the model runs in the main process)
     threads: int = 1  # torch threads for the model
+    sheets: int = 4  # contact sheets of the first videos scored (s2s stage score --sheets DIR)
 
 
 @dataclass(frozen=True)

@@ -90,11 +90,12 @@ def _decode(args: tuple[str, str, ScoreParams, DecodeParams, int]) -> tuple[str,
     return vid, (clip, mels), time.perf_counter() - t0
 
 
-def score_videos(model: Localizer, rows: list[dict], manifest: Path, p: ScoreParams,
-                 d: DecodeParams) -> tuple[list[dict], dict[str, str], dict]:
-    """Score ``rows`` (ok videos); returns (moment rows, {video_id: error}, timings)."""
+def score_videos(model: Localizer, rows: list[dict], manifest: Path, p: ScoreParams, d: DecodeParams,
+                 sheets: Path | None = None) -> tuple[list[dict], dict[str, str], dict]:
+    """Score ``rows`` (ok videos); returns (moment rows, {video_id: error}, timings). With ``sheets``, the
+    first ``p.sheets`` videos scored also get a contact sheet ``sheets/VIDEO_ID.png``."""
     tasks = [(r["video_id"], str(manifests.resolve(manifest, r["path"])), p, d, model.cfg.n_mels) for r in rows]
-    out, errors, decode_s, model_s = [], {}, 0.0, 0.0
+    out, errors, decode_s, model_s, n_sheets = [], {}, 0.0, 0.0, 0
     with get_context("fork").Pool(max(1, p.workers), initializer=moments.worker_init) as pool:
         for vid, res, dt in tqdm(pool.imap(_decode, tasks), total=len(tasks), desc="score", unit="video"):
             decode_s += dt
@@ -104,9 +105,23 @@ def score_videos(model: Localizer, rows: list[dict], manifest: Path, p: ScorePar
                 continue
             clip, mels = res
             t0 = time.perf_counter()
-            out += moment_rows(vid, score_clip(model, clip, mels, p.normalize), clip.times, p.k)
+            scores = score_clip(model, clip, mels, p.normalize)
+            out += moment_rows(vid, scores, clip.times, p.k)
             model_s += time.perf_counter() - t0
+            if sheets is not None and n_sheets < p.sheets:
+                _save_sheet(clip, scores, Path(sheets) / f"{vid}.png")
+                n_sheets += 1
     return out, errors, dict(decode_s=decode_s, model_s=model_s)
+
+
+def _save_sheet(clip: moments.Clip, scores: np.ndarray, path: Path) -> None:
+    """A contact sheet PNG (frames, C[t], the top-1 marked), written via a temporary name."""
+    from pipeline.sheet import contact_sheet as draw
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = manifests.tmp_name(path)
+    draw(clip.frames, clip.times, scores, chosen=int(top_k(scores, 1)[0])).save(tmp, format="PNG")
+    os.replace(tmp, path)
 
 
 def contact_sheet(model: Localizer, row: dict, manifest: Path, p: ScoreParams, d: DecodeParams,
@@ -123,7 +138,7 @@ def contact_sheet(model: Localizer, row: dict, manifest: Path, p: ScoreParams, d
 
 
 def run(p: ScoreParams, d: DecodeParams, *, videos: Path, checkpoint: Path, out: Path, summary: Path,
-        shard: tuple[int, int] = (0, 1)) -> dict:
+        shard: tuple[int, int] = (0, 1), sheets: Path | None = None) -> dict:
     """Write ``out`` (moments.parquet) and ``summary`` (JSON); returns the summary.
 
     Under ``torchrun`` (WORLD_SIZE > 1) rank r of n scores shard r/n on its own device (cuda:LOCAL_RANK when
@@ -131,7 +146,7 @@ def run(p: ScoreParams, d: DecodeParams, *, videos: Path, checkpoint: Path, out:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world == 1:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return _run_shard(p, d, videos, checkpoint, out, summary, shard, device)
+        return _run_shard(p, d, videos, checkpoint, out, summary, shard, device, sheets)
     if shard != (0, 1):
         raise ValueError("use either --shard or torchrun, not both")
     import torch.distributed as dist
@@ -140,7 +155,8 @@ def run(p: ScoreParams, d: DecodeParams, *, videos: Path, checkpoint: Path, out:
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cuda else "cpu")
     part = lambda f, r: f.with_name(f".{f.name}.part{r}")  # noqa: E731
     # score before joining the group: the decode pool forks, and a fork should not copy its threads
-    result = _run_shard(p, d, videos, checkpoint, part(out, rank), part(summary, rank), (rank, world), device)
+    result = _run_shard(p, d, videos, checkpoint, part(out, rank), part(summary, rank), (rank, world), device,
+                        sheets)
     if cuda:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=2))
@@ -156,7 +172,7 @@ def run(p: ScoreParams, d: DecodeParams, *, videos: Path, checkpoint: Path, out:
 
 
 def _run_shard(p: ScoreParams, d: DecodeParams, videos: Path, checkpoint: Path, out: Path, summary: Path,
-               shard: tuple[int, int], device: torch.device) -> dict:
+               shard: tuple[int, int], device: torch.device, sheets: Path | None = None) -> dict:
     """Score shard ``i/n`` of the manifest's rows; write ``out`` and ``summary``."""
     torch.set_num_threads(max(1, p.threads))
     model = load(checkpoint).to(device)
@@ -167,7 +183,7 @@ def _run_shard(p: ScoreParams, d: DecodeParams, videos: Path, checkpoint: Path, 
     rows = manifests.read(videos, manifests.VIDEOS).to_pylist()[i::n]
     ok = [r for r in rows if r["status"] == "ok"]
     t0 = time.perf_counter()
-    moment_list, errors, timing = score_videos(model, ok, Path(videos), p, d)
+    moment_list, errors, timing = score_videos(model, ok, Path(videos), p, d, sheets)
     wall = time.perf_counter() - t0
     manifests.write(sorted(moment_list, key=lambda m: (m["video_id"], m["rank"])), manifests.MOMENTS, out)
     result = dict(total=len(rows), ok=len(ok) - len(errors), failed=len(errors), skipped=len(rows) - len(ok),

@@ -73,12 +73,14 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _add_bad_videos(root)
     summary = train_localizer.run(0, FAST, DecodeParams(), videos=root / "videos.parquet", out=root / "loc.pt")
     assert summary["ok"] == 8 and summary["steps"] == 3
-    score.run(ScoreParams(k=4), DecodeParams(), videos=root / "videos.parquet",
-              checkpoint=root / "loc.pt", out=root / "moments.parquet", summary=root / "moments.json")
+    score.run(ScoreParams(k=4, sheets=2), DecodeParams(), videos=root / "videos.parquet",
+              checkpoint=root / "loc.pt", out=root / "moments.parquet", summary=root / "moments.json",
+              sheets=root / "sheets")
     return root
 
 
 def test_score_writes_top_k_per_video_and_counts_failures(scored: Path) -> None:
+    assert len(list((scored / "sheets").glob("*.png"))) == 2
     s = json.loads((scored / "moments.json").read_text())
     assert (s["total"], s["ok"], s["failed"], s["skipped"]) == (21, 16, 4, 1)
     assert s["skipped_ids"] == ["gone"]
