@@ -71,6 +71,7 @@ class LocalizerParams:
     dim: int = 64
     width: int = 16
     n_mels: int = 40
+    image_size: int = 64  # frames are resized to this square before training and scoring
     window_s: float = 1.0  # audio window around each frame
     frame_every: int = 2  # train on every n-th frame at decode.fps
     max_videos: int = 2000  # at most this many train videos are held in memory

@@ -1,6 +1,7 @@
 """Stage `train_localizer`: the sound-source localizer, trained without labels on the train split.
 
-Every ``localizer.frame_every``-th frame (at ``decode.fps``) of each ok train video is decoded, with the
+Every ``localizer.frame_every``-th frame (at ``decode.fps``) of each ok train video is decoded (resized to
+``localizer.image_size`` square), with the
 log-mel of the audio window centred on it, into one compact in-memory set (uint8 frames, float16 mels;
 at most ``localizer.max_videos`` videos). A step takes ``batch_videos`` videos and two times of each, at
 least ``min_gap_s`` apart, so a frame's negatives are the other videos' audio and its own video's audio at
@@ -47,7 +48,7 @@ def _decode_one(args: tuple[str, LocalizerParams, DecodeParams]) -> tuple[np.nda
     if isinstance(clip, str):
         return clip
     mels = moments.window_logmels(clip.audio, clip.times, n_mels=p.n_mels, window_s=p.window_s)
-    return clip.frames, mels.half(), clip.times
+    return moments.resize_frames(clip.frames, p.image_size), mels.half(), clip.times
 
 
 def train_videos(manifest: Path, limit: int) -> list[dict]:

@@ -33,6 +33,13 @@ def test_windows_are_centred_clamped_and_the_track_logmel_matches_per_window() -
     torch.testing.assert_close(fast, moments.logmel(win, n_mels=16, window_s=1.0), atol=1e-4, rtol=0)
 
 
+def test_resize_frames() -> None:
+    frames = np.full((2, 128, 96, 3), 200, np.uint8)
+    small = moments.resize_frames(frames, 64)
+    assert small.shape == (2, 64, 64, 3) and small.dtype == np.uint8 and np.all(small == 200)
+    assert moments.resize_frames(small, 64) is small
+
+
 def test_unscorable_audio_is_named() -> None:
     assert "silent" in moments.check_audio(np.zeros(moments.SR * 2, np.float32), 1.0)
     assert "shorter than one window" in moments.check_audio(np.ones(100, np.float32) * 0.1, 1.0)
