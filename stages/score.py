@@ -49,7 +49,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def score_clip(model: Localizer, clip: moments.Clip, mels: torch.Tensor, normalize: str = "video",
                batch: int = 256) -> np.ndarray:
     """C[t] of every frame: frames ``(N, H, W, 3)`` uint8 and mels ``(N, 1, n_mels, F)`` -> ``(N,)`` float64.
@@ -59,7 +59,7 @@ def score_clip(model: Localizer, clip: moments.Clip, mels: torch.Tensor, normali
     the video's frames do on average; a window of silence or of an off-screen sound matches every frame
     about equally and scores near 0, whatever its raw similarity to backgrounds."""
     dev = next(model.parameters()).device
-    frames, mels = torch.from_numpy(clip.frames).to(dev), mels.to(dev)
+    frames, mels = torch.from_numpy(clip.frames).to(dev), mels.to(dev, memory_format=torch.channels_last)
     vmaps = torch.cat([model.embed_frames(frames[i:i + batch]) for i in range(0, len(frames), batch)])
     aembs = torch.cat([model.embed_audio(mels[i:i + batch]) for i in range(0, len(mels), batch)])
     if normalize == "none":
@@ -137,6 +137,11 @@ def contact_sheet(model: Localizer, row: dict, manifest: Path, p: ScoreParams, d
     return draw(clip.frames, clip.times, scores, chosen=int(top_k(scores, 1)[0]), spans=spans)
 
 
+def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> Localizer:
+    """The localizer for scoring: eval mode on ``device``, channels-last (about 30% faster convs on CPU)."""
+    return load(checkpoint).to(device, memory_format=torch.channels_last)
+
+
 def run(p: ScoreParams, d: DecodeParams, *, videos: Path, checkpoint: Path, out: Path, summary: Path,
         shard: tuple[int, int] = (0, 1), sheets: Path | None = None) -> dict:
     """Write ``out`` (moments.parquet) and ``summary`` (JSON); returns the summary.
@@ -175,7 +180,7 @@ def _run_shard(p: ScoreParams, d: DecodeParams, videos: Path, checkpoint: Path, 
                shard: tuple[int, int], device: torch.device, sheets: Path | None = None) -> dict:
     """Score shard ``i/n`` of the manifest's rows; write ``out`` and ``summary``."""
     torch.set_num_threads(max(1, p.threads))
-    model = load(checkpoint).to(device)
+    model = load_model(checkpoint, device)
     if model.cfg.n_frames != moments.n_mel_frames(p.window_s):
         log.warning("score.window_s=%g differs from the window the localizer was trained on (%d mel frames)",
                     p.window_s, model.cfg.n_frames)
