@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from models.localizer import load
 from pipeline import manifests, moments
 from pipeline.params import DecodeParams, ScoreParams
 from stages import score
@@ -39,7 +38,7 @@ def time_decode(paths: list[str], p: ScoreParams, d: DecodeParams) -> float:
 def time_score(rows: list[dict], manifest: Path, checkpoint: Path, p: ScoreParams, d: DecodeParams) -> float:
     """Seconds for `score_videos` on ``rows`` (the model loaded beforehand)."""
     torch.set_num_threads(max(1, p.threads))
-    model = load(checkpoint)
+    model = score.load_model(checkpoint)
     t0 = time.perf_counter()
     _, errors, _ = score.score_videos(model, rows, manifest, p, d)
     assert not errors, errors

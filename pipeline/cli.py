@@ -18,8 +18,10 @@ app = typer.Typer(help="Sound2Scene: from unlabeled videos to the scene a sound 
                   no_args_is_help=True, pretty_exceptions_enable=False)
 stage_app = typer.Typer(help="Run one dvc.yaml stage (dvc.yaml calls these).", no_args_is_help=True)
 manifest_app = typer.Typer(help="Inspect Parquet manifests.", no_args_is_help=True)
+moments_app = typer.Typer(help="Look at the moments the localizer finds.", no_args_is_help=True)
 app.add_typer(stage_app, name="stage")
 app.add_typer(manifest_app, name="manifest")
+app.add_typer(moments_app, name="moments")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file (YAML)")]
 VideosIn = Annotated[Path, typer.Option(help="videos.parquet to read")]
@@ -129,6 +131,7 @@ def stage_score(
     summary: Annotated[Path, typer.Option(help="JSON summary (counts, failures, timings)")] =
         Path("data/moments.summary.json"),
     shard: Annotated[str, typer.Option(help="i/n: score every n-th video from the i-th")] = "0/1",
+    sheets: Annotated[Path | None, typer.Option(help="folder for score.sheets contact sheets (PNG)")] = None,
 ) -> None:
     """Score every frame against its audio window and write the top-k moments per video."""
     from stages import score
@@ -137,7 +140,8 @@ def stage_score(
         p, d = section(params, "score", ScoreParams), section(params, "decode", DecodeParams)
         shard_in = score.parse_shard(shard)
         require(videos, checkpoint)
-        result = score.run(p, d, videos=videos, checkpoint=checkpoint, out=out, summary=summary, shard=shard_in)
+        result = score.run(p, d, videos=videos, checkpoint=checkpoint, out=out, summary=summary, shard=shard_in,
+                           sheets=sheets)
     except (ParamsError, ValueError) as exc:
         fail(str(exc))
     typer.echo(f"score: {result['total']} videos, {result['ok']} ok, {result['failed']} failed, "
@@ -164,6 +168,39 @@ def stage_pairs(
         fail(str(exc))
     typer.echo(f"pairs ({selection}): {summary['total']} videos, {summary['ok']} ok, {summary['failed']} failed, "
                f"{len(summary['shards'])} shards")
+
+
+@moments_app.command("show")
+def moments_show(
+    video_id: Annotated[str, typer.Argument(help="a video_id of videos.parquet")],
+    out: Annotated[Path, typer.Option(help="PNG to write")],
+    params: ParamsOpt = Path("params.yaml"),
+    videos: VideosIn = Path("data/videos.parquet"),
+    checkpoint: Annotated[Path, typer.Option(help="localizer checkpoint")] = Path("artifacts/localizer.pt"),
+    events: Annotated[Path, typer.Option(help="events.parquet: main events are shaded when it exists")] =
+        Path("data/events.parquet"),
+) -> None:
+    """Render a contact sheet of a video's frames with C[t] beneath and the chosen frame marked."""
+    from models.localizer import load
+    from pipeline import manifests
+    from stages import score
+
+    require(videos, checkpoint)
+    try:
+        p, d = section(params, "score", ScoreParams), section(params, "decode", DecodeParams)
+    except ParamsError as exc:
+        fail(str(exc))
+    row = next((r for r in manifests.read(videos).to_pylist() if r["video_id"] == video_id), None)
+    if row is None:
+        fail(f"no video {video_id!r} in {videos}")
+    spans = [(e["t_start"], e["t_end"]) for e in (manifests.read(events).to_pylist() if events.is_file() else [])
+             if e["video_id"] == video_id and e["on_screen"] and e["label"] == row["label"]]
+    img = score.contact_sheet(load(checkpoint), row, videos, p, d, spans)
+    if isinstance(img, str):
+        fail(f"cannot score {video_id}: {img}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
+    typer.echo(f"wrote {out}")
 
 
 @manifest_app.command("show")

@@ -120,6 +120,15 @@ def decode_clip(path: str | Path, *, fps: float, window_s: float, backend: str =
     return Clip(frames=frames, times=times, audio=audio)
 
 
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``(N, H, W, 3)`` -> uint8 ``(N, size, size, 3)`` (bilinear, antialiased; unchanged when it fits)."""
+    if frames.shape[1:3] == (size, size):
+        return frames
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 def worker_init() -> None:
     """Pool initializer: one torch thread, and a forked worker's own decoder process (never the parent's)."""
     torch.set_num_threads(1)

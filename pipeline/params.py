@@ -115,6 +115,7 @@ class LocalizerParams:
     dim: int = 64
     width: int = 16
     n_mels: int = 40
+    image_size: int = 64  # frames are resized to this square before training and scoring
     window_s: float = 1.0  # audio window around each frame
     frame_every: int = 2  # train on every n-th frame at decode.fps
     max_videos: int = 2000  # at most this many train videos are held in memory
@@ -125,6 +126,7 @@ class LocalizerParams:
     temperature: float = 0.07
     workers: int = 2  # decode processes
     threads: int = 1  # torch threads for training (more than the free cores slows it down)
+    save_every: int = 100  # steps between saves of the training state (a rerun resumes from it)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class ScoreParams:
     normalize: Literal["video", "none"] = "video"  # video: C[t] minus the mean over the video's frames
     workers: int = 2  # decode processes (the model runs in the main process)
     threads: int = 1  # torch threads for the model
+    sheets: int = 4  # contact sheets of the first videos scored (s2s stage score --sheets DIR)
 
 
 @dataclass(frozen=True)

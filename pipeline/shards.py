@@ -76,12 +76,6 @@ def write_shard(path: Path, samples: Iterable[tuple[str, bytes, bytes, dict]]) -
     return path
 
 
-def shard_names(split: str, n_samples: int, shard_size: int) -> list[str]:
-    """The file names of ``split``'s shards, in order (one shard per ``shard_size`` samples)."""
-    n = -(-n_samples // max(1, shard_size))
-    return [PATTERN.format(split=split, index=i) for i in range(n)]
-
-
 def clear(folder: Path) -> None:
     """Remove the shards (and temporaries) a previous run left in ``folder``; create it if needed."""
     folder.mkdir(parents=True, exist_ok=True)

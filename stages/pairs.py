@@ -10,8 +10,8 @@ so an ablation compares frames, not video sets. Annotations skip the videos the 
 
 The frame nearest to t (at ``decode.fps``) becomes ``KEY.jpg``; the ``pairs.window_s`` seconds of 16 kHz
 mono audio centred on it (clamped into the track, as in `score`) become ``KEY.flac``; ``KEY.json`` is the
-pairs row. Shards ``{split}-%06d.tar`` hold ``pairs.shard_size`` samples each, in key order; a video whose
-decode fails is counted and left out. ``score`` is C[t] where moments.parquet has it, else null.
+pairs row. Shards ``{split}-%06d.tar`` hold ``pairs.shard_size`` samples each, in key order, written as they
+fill (memory holds at most one shard per split); a video whose decode fails is counted and left out. ``score`` is C[t] where moments.parquet has it, else null.
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ from pipeline.params import DecodeParams, PairsParams
 
 log = logging.getLogger(__name__)
 SELECTIONS = ("top1", "mid", "random", "annotations")
-SPLITS = ("train", "val", "test")
 
 
 def read_annotations(path: str) -> dict[str, float]:
@@ -78,46 +77,61 @@ def _extract(args: tuple[str, float, PairsParams, DecodeParams]) -> tuple[bytes,
     return shards.encode_jpeg(frames[0], p.jpeg_quality), shards.encode_flac(window, moments.SR)
 
 
+class SplitShards:
+    """Streams samples into ``{split}-%06d.tar`` shards of ``shard_size``: at most one shard per split is
+    held in memory, whatever the number of videos."""
+
+    def __init__(self, folder: Path, shard_size: int) -> None:
+        self.folder, self.size = Path(folder), max(1, shard_size)
+        self.pending: dict[str, list[tuple[str, bytes, bytes, dict]]] = {}
+        self.index: dict[str, int] = {}
+        shards.clear(self.folder)
+
+    def add(self, row: dict, jpg: bytes, flac: bytes) -> None:
+        """Queue one sample; sets ``row["shard"]``; writes the split's shard when it is full."""
+        split = row["split"]
+        row["shard"] = shards.PATTERN.format(split=split, index=self.index.setdefault(split, 0))
+        self.pending.setdefault(split, []).append((row["key"], jpg, flac, row))
+        if len(self.pending[split]) == self.size:
+            self.flush(split)
+
+    def flush(self, split: str) -> None:
+        if self.pending.get(split):
+            shards.write_shard(self.folder / self.pending[split][0][3]["shard"], self.pending.pop(split))
+            self.index[split] += 1
+
+    def close(self) -> None:
+        for split in list(self.pending):
+            self.flush(split)
+
+
 def run(selection: str, seed: int, p: PairsParams, d: DecodeParams, *, videos: Path, moments_path: Path,
         out: Path, shard_dir: Path) -> dict:
     """Write ``out`` (pairs.parquet) and the shards in ``shard_dir``; returns {total, ok, failed, shards}."""
     rows = manifests.read(videos, manifests.VIDEOS).to_pylist()
     chosen = choose(selection, rows, manifests.read(moments_path, manifests.MOMENTS).to_pylist(), seed=seed,
                     fps=d.fps, annotations=p.annotations)
-    tasks = [(str(manifests.resolve(videos, r["path"])), t, p, d) for r, t, _ in chosen]
-    samples: dict[str, list] = {s: [] for s in SPLITS}
-    failed = 0
+    keys = [shards.safe_key(r["video_id"]) for r, _, _ in chosen]
+    if len(set(keys)) != len(keys):
+        raise ValueError("two video ids map to the same shard key")
+    order = sorted(range(len(chosen)), key=keys.__getitem__)  # shards hold their samples in key order
+    tasks = [(str(manifests.resolve(videos, chosen[i][0]["path"])), chosen[i][1], p, d) for i in order]
+    writer, pair_rows, failed = SplitShards(Path(shard_dir), p.shard_size), [], 0
     with get_context("fork").Pool(max(1, p.workers), initializer=moments.worker_init) as pool:
-        for (r, t, score), res in tqdm(zip(chosen, pool.imap(_extract, tasks)), total=len(tasks), desc="pairs"):
+        for i, res in tqdm(zip(order, pool.imap(_extract, tasks)), total=len(tasks), desc="pairs"):
+            (r, t, score), key = chosen[i], keys[i]
             if isinstance(res, str):
                 failed += 1
                 log.warning("video %s failed: %s", r["video_id"], res)
                 continue
-            row = dict(key=shards.safe_key(r["video_id"]), video_id=r["video_id"], split=r["split"],
-                       label=r["label"], t_s=t, score=score, selection=selection, shard="")
-            samples.setdefault(r["split"], []).append((row, *res))
-    pair_rows = _write_shards(samples, p.shard_size, Path(shard_dir))
+            row = dict(key=key, video_id=r["video_id"], split=r["split"], label=r["label"], t_s=t, score=score,
+                       selection=selection, shard="")
+            writer.add(row, *res)
+            pair_rows.append(row)
+    writer.close()
     manifests.write(pair_rows, manifests.PAIRS, out)
     summary = dict(total=len(chosen), ok=len(pair_rows), failed=failed,
                    shards=sorted({r["shard"] for r in pair_rows}))
     log.info("pairs (%s): %d videos, %d ok, %d failed, %d shards", selection, summary["total"], summary["ok"],
              failed, len(summary["shards"]))
     return summary
-
-
-def _write_shards(samples: dict[str, list], shard_size: int, shard_dir: Path) -> list[dict]:
-    """Write each split's samples (sorted by key) into shards; returns the pairs rows with ``shard`` set."""
-    keys = [s[0]["key"] for items in samples.values() for s in items]
-    if len(set(keys)) != len(keys):
-        raise ValueError("two video ids map to the same shard key")
-    shards.clear(shard_dir)
-    rows = []
-    for split, items in samples.items():
-        items = sorted(items, key=lambda s: s[0]["key"])
-        for i, name in enumerate(shards.shard_names(split, len(items), shard_size)):
-            chunk = items[i * shard_size:(i + 1) * shard_size]
-            for row, *_ in chunk:
-                row["shard"] = name
-            shards.write_shard(shard_dir / name, [(row["key"], jpg, flac, row) for row, jpg, flac in chunk])
-            rows += [row for row, *_ in chunk]
-    return rows

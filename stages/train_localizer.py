@@ -1,14 +1,17 @@
 """Stage `train_localizer`: the sound-source localizer, trained without labels on the train split.
 
-Every ``localizer.frame_every``-th frame (at ``decode.fps``) of each ok train video is decoded, with the
+Every ``localizer.frame_every``-th frame (at ``decode.fps``) of each ok train video is decoded (resized to
+``localizer.image_size`` square), with the
 log-mel of the audio window centred on it, into one compact in-memory set (uint8 frames, float16 mels;
 at most ``localizer.max_videos`` videos). A step takes ``batch_videos`` videos and two times of each, at
 least ``min_gap_s`` apart, so a frame's negatives are the other videos' audio and its own video's audio at
 the other time (models/localizer.py). ``localizer.checkpoint`` names an external checkpoint instead: it is
-loaded strictly and copied to the output.
+loaded strictly and copied to the output. The training state is saved every ``localizer.save_every``
+steps to ``OUT.resume``; a rerun with the same params continues from it (and removes it when done).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.checkpoint import save_checkpoint
 from models.localizer import Localizer, LocalizerConfig, infonce_loss, load, save
 from pipeline import manifests, moments
 from pipeline.params import DecodeParams, LocalizerParams
@@ -44,7 +48,7 @@ def _decode_one(args: tuple[str, LocalizerParams, DecodeParams]) -> tuple[np.nda
     if isinstance(clip, str):
         return clip
     mels = moments.window_logmels(clip.audio, clip.times, n_mels=p.n_mels, window_s=p.window_s)
-    return clip.frames, mels.half(), clip.times
+    return moments.resize_frames(clip.frames, p.image_size), mels.half(), clip.times
 
 
 def train_videos(manifest: Path, limit: int) -> list[dict]:
@@ -93,8 +97,24 @@ def sample_pairs(data: TrainSet, n_videos: int, min_gap_s: float, gen: torch.Gen
     return torch.tensor(first + second)
 
 
-def train(data: TrainSet, p: LocalizerParams, seed: int) -> tuple[Localizer, list[float]]:
-    """Adam with a cosine schedule for ``p.steps`` steps; returns the model (eval) and the loss curve."""
+def _resume_state(path: Path | None, key: dict) -> dict | None:
+    """The saved training state at ``path`` when it exists and was made with the same params and seed."""
+    if path is None or not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("key") != key:
+        log.warning("ignoring %s: it was written with other params", path)
+        return None
+    return state
+
+
+def train(data: TrainSet, p: LocalizerParams, seed: int, *, resume: Path | None = None,
+          stop_at: int | None = None) -> tuple[Localizer, list[float]]:
+    """Adam with a cosine schedule for ``p.steps`` steps; returns the model (eval) and the loss curve.
+
+    With ``resume``, the full training state (model, optimizer, schedule, random generators, losses) is
+    saved there every ``p.save_every`` steps and training continues from it when it exists (same params and
+    seed), giving the same model as an uninterrupted run. ``stop_at`` ends the run early (tests)."""
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, p.threads))
     gen = torch.Generator().manual_seed(seed)
@@ -104,21 +124,43 @@ def train(data: TrainSet, p: LocalizerParams, seed: int) -> tuple[Localizer, lis
     model = Localizer(cfg).train()
     opt = torch.optim.Adam(model.parameters(), lr=p.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, p.steps))
-    losses = []
-    for step in tqdm(range(p.steps), desc="train localizer", unit="step"):
-        idx = sample_pairs(data, p.batch_videos, p.min_gap_s, gen)
-        frames = data.frames[idx].permute(0, 3, 1, 2).float() / 255.0
-        flip = torch.rand(len(idx), generator=gen) < 0.5
-        frames = torch.where(flip.view(-1, 1, 1, 1), frames.flip(-1), frames)
-        loss = infonce_loss(model.embed_frames(frames), model.embed_audio(data.mels[idx].float()), cfg.temperature)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    losses: list[float] = []
+    key = dict(params=dataclasses.asdict(p), seed=seed, frames=int(len(data.video)))
+    if state := _resume_state(resume, key):
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        losses = state["losses"].tolist()
+        log.info("resuming from step %d (%s)", state["step"], resume)
+    for step in tqdm(range(len(losses), p.steps), desc="train localizer", unit="step", initial=len(losses),
+                     total=p.steps):
+        if stop_at is not None and step >= stop_at:
+            break
+        losses.append(_step(model, opt, data, p, gen))
         sched.step()
-        losses.append(loss.item())
+        if resume is not None and (step + 1) % max(1, p.save_every) == 0:
+            save_checkpoint(resume, model, cfg, step=step + 1, key=key, optimizer=opt.state_dict(),
+                            scheduler=sched.state_dict(), gen=gen.get_state(), torch_rng=torch.get_rng_state(),
+                            losses=torch.tensor(losses, dtype=torch.float64))
         if step % 50 == 0:
             log.info("step %d loss %.3f", step, losses[-1])
     return model.eval(), losses
+
+
+def _step(model: Localizer, opt: torch.optim.Optimizer, data: TrainSet, p: LocalizerParams,
+          gen: torch.Generator) -> float:
+    """One InfoNCE step on two times of ``p.batch_videos`` videos (frames randomly flipped); the loss."""
+    idx = sample_pairs(data, p.batch_videos, p.min_gap_s, gen)
+    frames = data.frames[idx].permute(0, 3, 1, 2).float() / 255.0
+    flip = torch.rand(len(idx), generator=gen) < 0.5
+    frames = torch.where(flip.view(-1, 1, 1, 1), frames.flip(-1), frames)
+    loss = infonce_loss(model.embed_frames(frames), model.embed_audio(data.mels[idx].float()), model.cfg.temperature)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
 
 
 def run(seed: int, p: LocalizerParams, d: DecodeParams, *, videos: Path, out: Path) -> dict:
@@ -132,10 +174,12 @@ def run(seed: int, p: LocalizerParams, d: DecodeParams, *, videos: Path, out: Pa
     t0 = time.perf_counter()
     data, counts = build_set(Path(videos), p, d)
     t1 = time.perf_counter()
-    model, losses = train(data, p, seed)
+    resume = out.with_name(out.name + ".resume")
+    model, losses = train(data, p, seed, resume=resume)
     t2 = time.perf_counter()
     tail = float(np.mean(losses[-20:])) if losses else float("nan")
     save(model, out, step=p.steps, window_s=p.window_s, loss=tail)
+    resume.unlink(missing_ok=True)
     summary = dict(**counts, frames=int(len(data.video)), steps=p.steps, loss_first=losses[0] if losses else None,
                    loss_last=tail, decode_s=round(t1 - t0, 1), train_s=round(t2 - t1, 1))
     log.info("train_localizer: %s", summary)

@@ -10,7 +10,8 @@ import pytest
 from pipeline import manifests
 
 S2S = [sys.executable, "-m", "pipeline.cli"]
-COMMANDS = [[], ["stage"], ["stage", "videos"], ["manifest"], ["manifest", "show"]]
+COMMANDS = [[], ["stage"], ["stage", "videos"], ["stage", "train_localizer"], ["stage", "score"], ["stage", "pairs"],
+            ["manifest"], ["manifest", "show"], ["moments"], ["moments", "show"]]
 
 
 def s2s(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

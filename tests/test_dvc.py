@@ -56,6 +56,7 @@ def test_repro_runs_then_does_nothing_then_follows_the_seed(project: Path) -> No
     assert len(list((data / "videos").glob("*.mp4"))) == 24
     assert (project / "artifacts" / "localizer.pt").is_file() and (data / "moments.parquet").is_file()
     assert (data / "pairs.parquet").is_file() and (data / "shards" / "train-000000.tar").is_file()
+    assert len(list((project / "reports" / "moments").glob("*.png"))) == 4
     first = {f: digest(data / f) for f in ("videos.parquet", "events.parquet")}
 
     again = sh("dvc", "repro", cwd=project)

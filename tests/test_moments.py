@@ -33,6 +33,13 @@ def test_windows_are_centred_clamped_and_the_track_logmel_matches_per_window() -
     torch.testing.assert_close(fast, moments.logmel(win, n_mels=16, window_s=1.0), atol=1e-4, rtol=0)
 
 
+def test_resize_frames() -> None:
+    frames = np.full((2, 128, 96, 3), 200, np.uint8)
+    small = moments.resize_frames(frames, 64)
+    assert small.shape == (2, 64, 64, 3) and small.dtype == np.uint8 and np.all(small == 200)
+    assert moments.resize_frames(small, 64) is small
+
+
 def test_unscorable_audio_is_named() -> None:
     assert "silent" in moments.check_audio(np.zeros(moments.SR * 2, np.float32), 1.0)
     assert "shorter than one window" in moments.check_audio(np.ones(100, np.float32) * 0.1, 1.0)
@@ -73,12 +80,14 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _add_bad_videos(root)
     summary = train_localizer.run(0, FAST, DecodeParams(), videos=root / "videos.parquet", out=root / "loc.pt")
     assert summary["ok"] == 8 and summary["steps"] == 3
-    score.run(ScoreParams(k=4), DecodeParams(), videos=root / "videos.parquet",
-              checkpoint=root / "loc.pt", out=root / "moments.parquet", summary=root / "moments.json")
+    score.run(ScoreParams(k=4, sheets=2), DecodeParams(), videos=root / "videos.parquet",
+              checkpoint=root / "loc.pt", out=root / "moments.parquet", summary=root / "moments.json",
+              sheets=root / "sheets")
     return root
 
 
 def test_score_writes_top_k_per_video_and_counts_failures(scored: Path) -> None:
+    assert len(list((scored / "sheets").glob("*.png"))) == 2
     s = json.loads((scored / "moments.json").read_text())
     assert (s["total"], s["ok"], s["failed"], s["skipped"]) == (21, 16, 4, 1)
     assert s["skipped_ids"] == ["gone"]
@@ -176,3 +185,75 @@ def test_video_normalised_score_is_the_raw_score_minus_its_mean_over_frames(scor
     s = sim.flatten(2).amax(2).double().numpy()
     np.testing.assert_allclose(raw, np.diag(s), atol=1e-6)
     np.testing.assert_allclose(norm, np.diag(s) - s.mean(axis=0), atol=1e-6)
+
+
+def test_contact_sheet_marks_the_best_frame() -> None:
+    from pipeline.sheet import RED, contact_sheet
+
+    frames = np.zeros((25, 64, 64, 3), np.uint8)
+    scores = np.sin(np.arange(25) / 4.0)
+    img = np.asarray(contact_sheet(frames, np.arange(25) / 10, scores, cols=10, cell=72, plot_height=100))
+    assert img.shape == (3 * 72 + 100, 720, 3)
+    best = int(np.argmax(scores))
+    x, y = (best % 10) * 72, (best // 10) * 72
+    assert tuple(img[y, x + 30]) == RED and tuple(img[y + 72, x + 30]) != RED
+    with pytest.raises(ValueError):
+        contact_sheet(frames, np.arange(3), scores)
+
+
+def test_moments_show_cli(scored: Path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "pipeline.cli", "moments", "show", "world_00001", "--out", str(scored / "s.png"),
+           "--params", str(repo / "params.yaml"), "--videos", str(scored / "videos.parquet"),
+           "--checkpoint", str(scored / "loc.pt"), "--events", str(scored / "events.parquet")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (scored / "s.png").stat().st_size > 1000
+    bad = subprocess.run(cmd[:5] + ["silent"] + cmd[6:], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "silent audio track" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_training_resumes_to_the_same_model(tmp_path: Path) -> None:
+    gen = torch.Generator().manual_seed(0)
+    data = train_localizer.TrainSet(
+        frames=torch.randint(0, 255, (24, 64, 64, 3), dtype=torch.uint8, generator=gen),
+        mels=torch.randn(24, 1, 16, 97, generator=gen).half(),
+        video=torch.arange(6).repeat_interleave(4), time=torch.arange(4).repeat(6).double() * 0.5)
+    p = replace(FAST, steps=6, save_every=2, min_gap_s=1.0)
+    whole, losses = train_localizer.train(data, p, 0)
+    resume = tmp_path / "loc.pt.resume"
+    train_localizer.train(data, p, 0, resume=resume, stop_at=3)
+    assert torch.load(resume, weights_only=True)["step"] == 2
+    again, losses2 = train_localizer.train(data, p, 0, resume=resume)
+    assert losses2 == losses
+    for k, v in whole.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[k], v, atol=0, rtol=0)
+    other = replace(p, lr=0.01)  # other params: the saved state is ignored, training starts over
+    _, losses3 = train_localizer.train(data, other, 0, resume=resume, stop_at=1)
+    assert len(losses3) == 1
+
+
+def test_score_under_torchrun_merges_the_ranks(scored: Path) -> None:
+    import subprocess
+    import sys
+
+    (scored / "p.yaml").write_text("score: {k: 4}\n")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "pipeline.cli", "stage", "score",
+           "--params", str(scored / "p.yaml"), "--videos", str(scored / "videos.parquet"),
+           "--checkpoint", str(scored / "loc.pt"), "--out", str(scored / "tr.parquet"),
+           "--summary", str(scored / "tr.json")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    want = manifests.read(scored / "moments.parquet").to_pylist()
+    got = manifests.read(scored / "tr.parquet").to_pylist()
+    assert [(r["video_id"], r["rank"], r["frame_index"]) for r in got] == \
+        [(r["video_id"], r["rank"], r["frame_index"]) for r in want]
+    np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in want], atol=1e-6)
+    s, w = json.loads((scored / "tr.json").read_text()), json.loads((scored / "moments.json").read_text())
+    assert {k: s[k] for k in ("total", "ok", "failed", "skipped", "errors")} == \
+        {k: w[k] for k in ("total", "ok", "failed", "skipped", "errors")}
+    assert not list(scored.glob(".*part*"))
