@@ -63,6 +63,76 @@ class DecodeParams:
     audio_sr: int = 16000
 
 
+@dataclass(frozen=True)
+class ImagesParams:
+    """The unlabeled image corpus (the `images` stage).
+
+    ``source: videos`` samples every ``every``-th frame (at ``decode.fps``) of the train-split clips of
+    videos.parquet; ``folder`` reads every image under ``folder`` (ImageNet-style class folders; the folder
+    names are ignored). Labelled evaluation frames (val/test clips, world only) come from events.parquet.
+    """
+
+    source: Literal["videos", "folder"] = "videos"
+    folder: str | None = None
+    every: int = 2  # keep every k-th frame of a train clip
+    size: int = 64  # stored images are size x size uint8 RGB
+    eval_every: int = 3  # labelled frames: every k-th frame inside each on-screen source event
+
+
+@dataclass(frozen=True)
+class ImageEncoderParams:
+    """SwAV training of the image encoder (the `train_image_encoder` stage); ``checkpoint`` skips it."""
+
+    checkpoint: str | None = None  # published swav.pth.tar or our {"model","config","step"} file
+    width: int = 8  # ResNet-50 planes of the first stage (64 = paper); feature dim 32 * width
+    hidden_dim: int = 256
+    proj_dim: int = 64
+    n_prototypes: int = 64
+    steps: int = 600
+    batch: int = 64
+    lr: float = 1e-3  # AdamW, cosine schedule with warm-up
+    weight_decay: float = 1e-6
+    temperature: float = 0.1
+    epsilon: float = 0.05  # Sinkhorn-Knopp entropy weight
+    sinkhorn_iters: int = 3
+    crop_size: int = 64
+    small_crops: int = 2  # multi-crop: extra low-resolution views per image
+    small_size: int = 32
+    freeze_prototypes_steps: int = 50
+    knn_k: int = 10
+    threads: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GeneratorParams:
+    """IC-GAN training on the BigGAN backbone (the `train_generator` stage); ``checkpoint`` skips it."""
+
+    checkpoint: str | None = None  # our checkpoint file, or a published icgan_biggan_... folder
+    resolution: int = 32
+    g_ch: int = 16
+    d_ch: int = 16
+    dim_z: int = 64
+    shared_dim_feat: int = 128
+    attn: str = "0"
+    k_neighbours: int = 10
+    batch: int = 32
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    d_steps: int = 1
+    betas: tuple[float, float] = (0.0, 0.999)
+    augment: str = "translation,color"  # DiffAugment policies applied to real and fake ("" = none)
+    ema_decay: float = 0.999
+    ema_start: int = 100
+    steps: int = 800
+    minutes: float = 12.0  # stop early when training has run this long (0: no limit)
+    sample_every: int = 200
+    checkpoint_every: int = 100
+    eval_frames: int = 256  # test frames used for the class-accuracy check
+    threads: int = 2
+    seed: int = 0
+
+
 def _check(value: Any, tp: Any, where: str) -> Any:
     """Convert/validate one value against a type annotation; return the converted value."""
     origin = typing.get_origin(tp)
