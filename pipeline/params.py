@@ -87,10 +87,10 @@ class ImageEncoderParams:
     width: int = 8  # ResNet-50 planes of the first stage (64 = paper); feature dim 32 * width
     hidden_dim: int = 256
     proj_dim: int = 64
-    n_prototypes: int = 64
+    n_prototypes: int = 32
     steps: int = 600
     batch: int = 64
-    lr: float = 1e-3  # AdamW, cosine schedule with warm-up
+    lr: float = 3e-3  # AdamW, cosine schedule with warm-up
     weight_decay: float = 1e-6
     temperature: float = 0.1
     epsilon: float = 0.05  # Sinkhorn-Knopp entropy weight
@@ -99,8 +99,12 @@ class ImageEncoderParams:
     small_crops: int = 2  # multi-crop: extra low-resolution views per image
     small_size: int = 32
     freeze_prototypes_steps: int = 50
+    queue: int = 512  # earlier embeddings added to each Sinkhorn problem (0: none)
+    jitter: float = 0.8  # brightness / contrast / saturation strength
+    hue_p: float = 0.8  # chance of an RGB channel permutation per view
+    grey_p: float = 0.2  # chance of grey scale per view
     knn_k: int = 10
-    threads: int = 2
+    threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
     seed: int = 0
 
 
@@ -129,7 +133,7 @@ class GeneratorParams:
     sample_every: int = 200
     checkpoint_every: int = 100
     eval_frames: int = 256  # test frames used for the class-accuracy check
-    threads: int = 2
+    threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
     seed: int = 0
 
 

@@ -109,7 +109,7 @@ def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: in
     """Train ``model`` in place on uint8 ``images`` [N, H, W, 3] from ``start_step`` to ``r.steps``;
     ``on_step(step, loss)`` is called after each step. Returns the last step count."""
     gen = torch.Generator().manual_seed(r.seed + start_step)
-    opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=0.9, weight_decay=r.weight_decay)
     model.train()
     t0 = time.time()
     queue = torch.zeros(2, r.queue, model.config.proj_dim)

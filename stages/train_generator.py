@@ -52,17 +52,23 @@ class ClassCheck:
 
     def __init__(self, encoder: ImageEncoder, size: int, images: Path, n: int, dim_z: int, seed: int) -> None:
         frames, table = read_images(images, "eval")
-        labels, self.classes = labels_of(table)
-        split = np.array(table.column("split").to_pylist())
-        feats = swav.embed(encoder, frames, size=size)
-        y = torch.as_tensor(labels)
+        split = np.array(table.column("split").to_pylist(), dtype=object)
+        labels, self.classes = labels_of(table) if table.num_rows else (np.zeros(0, np.int64), [])
         val, test = np.flatnonzero(split == "val"), np.flatnonzero(split == "test")
+        # Usable when every class has val frames (its centroid) and there are test frames to condition on.
+        self.ok = len(test) > 0 and set(labels[val].tolist()) == set(range(len(self.classes)))
+        if not self.ok:  # nothing to check with: condition the sample grid on train frames instead
+            frames, val = read_images(images, "train")[0], val[:0]
+            test, labels = np.arange(min(8, len(frames))), np.zeros(len(frames), np.int64)
         test = test[np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int)]
+        feats = swav.embed(encoder, frames[np.concatenate([val, test])], size=size)
+        y = torch.as_tensor(labels)
         self.encoder, self.size = encoder, size
-        self.cents = metrics.centroids(feats[val], y[val], len(self.classes))
-        self.feats, self.labels, self.frames = feats[test], y[test], np.asarray(frames[test])
+        self.feats, self.labels, self.frames = feats[len(val):], y[test], np.asarray(frames[test])
         self.z = torch.randn(len(test), dim_z, generator=torch.Generator().manual_seed(seed))
-        self.real_acc = metrics.accuracy(metrics.nearest_centroid(self.feats, self.cents), self.labels)
+        self.cents = metrics.centroids(feats[: len(val)], y[val], len(self.classes)) if self.ok else None
+        self.real_acc = (round(metrics.accuracy(metrics.nearest_centroid(self.feats, self.cents), self.labels), 4)
+                         if self.ok else None)
 
     def classify(self, images: Tensor) -> Tensor:
         """Nearest-centroid class ``[N]`` of images ``[N, 3, R, R]`` in [-1, 1]."""
@@ -73,13 +79,17 @@ class ClassCheck:
                            for s in range(0, len(x), 128)])
         return metrics.nearest_centroid(f, self.cents)
 
-    def accuracy(self, G: Generator) -> float:
-        return metrics.accuracy(self.classify(icgan.sample(G, self.feats, self.z)), self.labels)
+    def accuracy(self, G: Generator) -> float | None:
+        """Share of test frames whose generated image has their class (None without labelled frames)."""
+        if not self.ok:
+            return None
+        return round(metrics.accuracy(self.classify(icgan.sample(G, self.feats, self.z)), self.labels), 4)
 
     def grid(self, G: Generator, path: Path, noises: int = 5) -> None:
-        """Save one row per class (its first test frame, then ``noises`` samples) as a PNG."""
+        """Save one row per class (its first test frame, then ``noises`` samples) as a PNG; without labelled
+        frames one row per conditioning train frame."""
         rows = [int(np.flatnonzero(self.labels.numpy() == c)[0]) for c in range(len(self.classes))
-                if bool((self.labels == c).any())]
+                if bool((self.labels == c).any())] if self.ok else list(range(len(self.labels)))
         res = G.cfg.resolution
         real = icgan.to_unit(icgan.to_gan_images(self.frames[rows], res))
         z = torch.randn(len(rows) * noises, G.dim_z, generator=torch.Generator().manual_seed(1))
@@ -121,21 +131,21 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
         s = trainer.steps
         if s % p.sample_every == 0 or s == p.steps:
             acc = check.accuracy(trainer.G_ema)
-            curve.append({"step": s, "seconds": round(time.time() - t0, 1), "class_acc": round(acc, 4), **losses})
+            curve.append({"step": s, "seconds": round(time.time() - t0, 1), "class_acc": acc, **losses})
             check.grid(trainer.G_ema, reports / f"step_{s:06d}.png")
-            log.info("IC-GAN step %d: class accuracy %.3f, %s", s, acc, losses)
+            log.info("IC-GAN step %d: class accuracy %s, %s", s, acc, losses)
         if s % p.checkpoint_every == 0 and s < p.steps:
             torch.save({**trainer.state(), "curve": json.dumps(curve), "seconds": time.time() - t0}, resume)
     seconds = time.time() - t0
     if not curve or curve[-1]["step"] != trainer.steps:
         curve.append({"step": trainer.steps, "seconds": round(seconds, 1),
-                      "class_acc": round(check.accuracy(trainer.G_ema), 4)})
+                      "class_acc": check.accuracy(trainer.G_ema)})
     check.grid(trainer.G_ema, reports / "samples.png")
     save_checkpoint(out, trainer.G_ema, trainer.steps, feature_dim=feats.shape[1], encoder_input_size=size)
     resume.unlink(missing_ok=True)
     return trainer.G_ema, {"trained": True, "steps": trainer.steps, "seconds": round(seconds, 1),
                            "s_per_step": round(seconds / max(1, trainer.steps), 3), "resumed_at": start,
-                           "class_acc": curve[-1]["class_acc"], "real_frames_class_acc": round(check.real_acc, 4),
+                           "class_acc": curve[-1]["class_acc"], "real_frames_class_acc": check.real_acc,
                            "eval_frames": len(check.labels), "curve": curve}
 
 
@@ -152,7 +162,7 @@ def run(p: GeneratorParams, *, encoder: Path, images: Path, out: Path, reports: 
         summary: dict = {"trained": False, "checkpoint": p.checkpoint, "resolution": G.cfg.resolution}
         if G.cfg.feat_dim == enc.out_dim:
             check = ClassCheck(enc, size, images, p.eval_frames, G.dim_z, p.seed)
-            summary["class_acc"] = round(check.accuracy(G), 4)
+            summary["class_acc"] = check.accuracy(G)
             check.grid(G, reports / "samples.png")
     else:
         _, summary = train(p, enc, size, images, out, reports)

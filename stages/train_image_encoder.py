@@ -39,23 +39,27 @@ def recipe(p: ImageEncoderParams) -> swav.SwavRecipe:
     return swav.SwavRecipe(steps=p.steps, batch=p.batch, lr=p.lr, weight_decay=p.weight_decay,
                            temperature=p.temperature, epsilon=p.epsilon, sinkhorn_iters=p.sinkhorn_iters,
                            crop_size=p.crop_size, small_crops=p.small_crops, small_size=p.small_size,
-                           freeze_prototypes_steps=p.freeze_prototypes_steps, seed=p.seed)
+                           freeze_prototypes_steps=p.freeze_prototypes_steps, seed=p.seed, jitter=p.jitter,
+                           hue_p=p.hue_p, grey_p=p.grey_p, queue=p.queue)
 
 
 def health(model: ImageEncoder, size: int, images: Path, k: int) -> dict:
     """k-NN (k, cosine) and nearest-centroid accuracy: val eval frames as bank, test eval frames as queries."""
     frames, table = read_images(images, "eval")
-    if table.num_rows == 0:
-        return {"knn_acc": None, "centroid_acc": None, "bank": 0, "queries": 0}
+    split = np.array(table.column("split").to_pylist(), dtype=object)
+    if not ((split == "val").any() and (split == "test").any()):
+        return {"knn_acc": None, "centroid_acc": None, "bank": int((split == "val").sum()),
+                "queries": int((split == "test").sum())}
     labels, classes = labels_of(table)
-    split = np.array(table.column("split").to_pylist())
     feats = swav.embed(model, frames, size=size)
     y = torch.as_tensor(labels)
     bank, query = torch.as_tensor(split == "val"), torch.as_tensor(split == "test")
     knn = metrics.knn_predict(feats[bank], y[bank], feats[query], k, len(classes))
-    cents = metrics.centroids(feats[bank], y[bank], len(classes))
+    seen = torch.unique(y[bank])  # centroids of the classes that have val frames
+    cents = metrics.centroids(feats[bank], torch.searchsorted(seen, y[bank]), len(seen))
+    pred = seen[metrics.nearest_centroid(feats[query], cents)]
     return {"knn_acc": round(metrics.accuracy(knn, y[query]), 4),
-            "centroid_acc": round(metrics.accuracy(metrics.nearest_centroid(feats[query], cents), y[query]), 4),
+            "centroid_acc": round(metrics.accuracy(pred, y[query]), 4),
             "bank": int(bank.sum()), "queries": int(query.sum()), "classes": classes}
 
 

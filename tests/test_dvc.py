@@ -29,7 +29,11 @@ def digest(path: Path) -> str:
 def set_params(root: Path, seed: int) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["seed"] = seed
-    params["data"]["world"].update(classes=8, clips_per_class=2, duration_s=2.0)
+    params["data"]["world"].update(classes=8, clips_per_class=3, duration_s=2.0)  # 1 train, 1 val, 1 test
+    # The visual half trains for a handful of steps at the smallest widths.
+    params["image_encoder"].update(steps=2, batch=8, width=2, hidden_dim=16, proj_dim=8, n_prototypes=8)
+    params["generator"].update(steps=2, batch=4, g_ch=4, d_ch=4, dim_z=16, shared_dim_feat=8, sample_every=2,
+                               eval_frames=8)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -51,8 +55,11 @@ def test_repro_runs_then_does_nothing_then_follows_the_seed(project: Path) -> No
     sh("dvc", "repro", cwd=project)
     data = project / "data"
     assert (data / "videos.parquet").is_file() and (data / "events.parquet").is_file()
-    assert len(list((data / "videos").glob("*.mp4"))) == 16
+    assert len(list((data / "videos").glob("*.mp4"))) == 24
     first = {f: digest(data / f) for f in ("videos.parquet", "events.parquet")}
+    assert (data / "images" / "train.npy").is_file() and (project / "artifacts" / "generator.pt").is_file()
+    assert (project / "reports" / "image_encoder.json").is_file()
+    assert (project / "reports" / "generator" / "samples.png").is_file()
 
     again = sh("dvc", "repro", cwd=project)
     assert "didn't change, skipping" in again and "Running stage 'videos'" not in again
@@ -60,7 +67,7 @@ def test_repro_runs_then_does_nothing_then_follows_the_seed(project: Path) -> No
 
     set_params(project, 1)
     rerun = sh("dvc", "repro", cwd=project)
-    assert "Running stage 'videos'" in rerun
+    assert "Running stage 'videos'" in rerun and "Running stage 'train_generator'" in rerun
     assert digest(data / "events.parquet") != first["events.parquet"]
 
     set_params(project, 0)

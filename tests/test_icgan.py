@@ -148,3 +148,10 @@ def test_generate_cli_is_deterministic_and_rejects_bad_input(setup: Path, tmp_pa
     with pytest.raises(InputError, match="truncation"):
         truncated_noise(2, 4, -1.0, 0)
     assert truncated_noise(50, 8, 0.5, 0).abs().max() <= 0.5
+
+
+def test_stage_without_labelled_frames_trains_and_draws_a_grid(tmp_path: Path) -> None:
+    root = write_corpus(tmp_path, n_eval=0)
+    train_image_encoder.run(ENC, images=root, out=root / "enc.pt", report=root / "enc.json")
+    summary = train_generator.run(GEN, encoder=root / "enc.pt", images=root, out=root / "g.pt", reports=root / "rep")
+    assert summary["class_acc"] is None and summary["steps"] == 3 and (root / "rep" / "samples.png").is_file()

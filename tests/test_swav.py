@@ -42,6 +42,17 @@ def test_swapped_loss_is_lower_when_views_agree() -> None:
     assert agree < shuffled
 
 
+def test_queued_scores_change_the_codes_not_the_loss_terms() -> None:
+    torch.manual_seed(1)
+    a = torch.rand(4, 6) * 2 - 1  # scores are cosines
+    queue = [torch.rand(32, 6) * 2 - 1, torch.rand(32, 6) * 2 - 1]
+    plain = swav.swapped_loss([a, a, a], 2, 0.1, 0.05, 3)
+    queued = swav.swapped_loss([a, a, a], 2, 0.1, 0.05, 3, queue)
+    assert torch.isfinite(queued) and not torch.isclose(plain, queued)
+    with pytest.raises(RuntimeError):
+        swav.swapped_loss([a, a, a], 2, 0.1, 0.05, 3, [torch.randn(8, 5)] * 2)
+
+
 def test_augmentations_keep_shapes_and_ranges() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(5, 3, 32, 32)
