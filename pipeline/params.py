@@ -86,11 +86,11 @@ class ImageEncoderParams:
     checkpoint: str | None = None  # published swav.pth.tar or our {"model","config","step"} file
     width: int = 8  # ResNet-50 planes of the first stage (64 = paper); feature dim 32 * width
     hidden_dim: int = 256
-    proj_dim: int = 64
-    n_prototypes: int = 32
-    steps: int = 600
+    proj_dim: int = 32
+    n_prototypes: int = 128  # well above proj_dim (SwAV: 3000 vs 128); 32 or 64 collapsed on the world
+    steps: int = 400
     batch: int = 64
-    lr: float = 3e-3  # AdamW, cosine schedule with warm-up
+    lr: float = 0.15  # SGD with momentum 0.9, cosine schedule with warm-up
     weight_decay: float = 1e-6
     temperature: float = 0.1
     epsilon: float = 0.05  # Sinkhorn-Knopp entropy weight

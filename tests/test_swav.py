@@ -123,3 +123,12 @@ def test_published_swav_checkpoint_skips_training(corpus: Path, tmp_path: Path) 
     with pytest.raises(CheckpointMismatchError, match="prototypes.weight"):
         stage.run(ImageEncoderParams(checkpoint=str(tmp_path / "bad.pth.tar")), images=corpus,
                   out=tmp_path / "enc2.pt", report=tmp_path / "r2.json")
+
+
+def test_health_needs_val_and_test_frames(tmp_path: Path) -> None:
+    root = write_corpus(tmp_path, n_eval=0)
+    torch.manual_seed(0)
+    model = ImageEncoder(stage.ImageEncoderConfig(width=2, hidden_dim=16, proj_dim=8, n_prototypes=6)).eval()
+    assert stage.health(model, 32, root, 3) == {"knn_acc": None, "centroid_acc": None, "bank": 0, "queries": 0}
+    full = stage.health(model, 32, write_corpus(tmp_path / "b"), 3)
+    assert full["bank"] == 12 and full["queries"] == 12 and full["classes"] == ["blue", "red"]
