@@ -63,6 +63,17 @@ def health(model: ImageEncoder, size: int, images: Path, k: int) -> dict:
             "bank": int(bank.sum()), "queries": int(query.sum()), "classes": classes}
 
 
+@torch.no_grad()
+def projection_spread(model: ImageEncoder, size: int, images: Path, n: int = 512) -> float:
+    """Mean over dimensions of the std over up to ``n`` train images of the unit SwAV embedding: near 0
+    means collapse (every image gets the same embedding); no labels needed."""
+    frames, _ = read_images(images, "train")
+    pick = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
+    x = torch.nn.functional.interpolate(swav.to_float(frames[pick]), size=(size, size), mode="bilinear")
+    model.eval()
+    return round(float(model.project(model(swav.normalise(x))).std(0).mean()), 4) if len(pick) > 1 else 0.0
+
+
 def _train(p: ImageEncoderParams, images: Path, out: Path) -> tuple[ImageEncoder, int]:
     cfg = ImageEncoderConfig(width=p.width, hidden_dim=p.hidden_dim, proj_dim=p.proj_dim,
                              n_prototypes=p.n_prototypes)
@@ -105,6 +116,7 @@ def run(p: ImageEncoderParams, *, images: Path, out: Path, report: Path) -> dict
     baseline = health(ImageEncoder(model.config).eval(), size, images, p.knn_k)
     summary = {"trained": trained, "steps": p.steps if trained else 0, "seconds": seconds, "k": p.knn_k,
                "input_size": size, "feature_dim": model.out_dim, **health(model, size, images, p.knn_k),
+               "projection_spread": projection_spread(model, size, images),
                "random_init": {k: baseline[k] for k in ("knn_acc", "centroid_acc")}}
     report.parent.mkdir(parents=True, exist_ok=True)
     tmp = report.with_name(report.name + f".tmp-{os.getpid()}")

@@ -90,6 +90,7 @@ def test_stage_trains_writes_checkpoint_and_report(corpus: Path) -> None:
     saved = json.loads(report.read_text())
     assert saved == summary and summary["bank"] == 12 and summary["queries"] == 12
     assert 0.0 <= summary["knn_acc"] <= 1.0 and summary["random_init"]["knn_acc"] is not None
+    assert summary["projection_spread"] > 0.0
 
 
 def test_stage_resumes_from_its_resume_file(corpus: Path) -> None:
@@ -123,6 +124,16 @@ def test_published_swav_checkpoint_skips_training(corpus: Path, tmp_path: Path) 
     with pytest.raises(CheckpointMismatchError, match="prototypes.weight"):
         stage.run(ImageEncoderParams(checkpoint=str(tmp_path / "bad.pth.tar")), images=corpus,
                   out=tmp_path / "enc2.pt", report=tmp_path / "r2.json")
+
+
+def test_projection_spread_flags_a_collapsed_embedding(corpus: Path) -> None:
+    torch.manual_seed(0)
+    model = ImageEncoder(stage.ImageEncoderConfig(width=2, hidden_dim=16, proj_dim=8, n_prototypes=6))
+    assert stage.projection_spread(model, 32, corpus) > 0.05
+    with torch.no_grad():  # the collapse seen on the world: the last bias dominates, every z is the same
+        model.projection_head[3].weight.zero_()
+        model.projection_head[3].bias.fill_(1.0)
+    assert stage.projection_spread(model, 32, corpus) < 1e-6
 
 
 def test_health_needs_val_and_test_frames(tmp_path: Path) -> None:
