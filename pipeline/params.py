@@ -90,7 +90,7 @@ class ImageEncoderParams:
     n_prototypes: int = 128  # well above proj_dim (SwAV: 3000 vs 128); 32 or 64 collapsed on the world
     steps: int = 400
     batch: int = 64
-    lr: float = 0.15  # SGD with momentum 0.9, cosine schedule with warm-up
+    lr: float = 0.015  # SGD with momentum 0.9, cosine schedule with warm-up
     weight_decay: float = 1e-6
     temperature: float = 0.1
     epsilon: float = 0.05  # Sinkhorn-Knopp entropy weight
@@ -98,7 +98,7 @@ class ImageEncoderParams:
     crop_size: int = 64
     small_crops: int = 2  # multi-crop: extra low-resolution views per image
     small_size: int = 32
-    freeze_prototypes_steps: int = 50
+    freeze_prototypes_steps: int = 400  # prototypes fixed (random unit vectors) for this many steps
     queue: int = 512  # earlier embeddings added to each Sinkhorn problem (0: none)
     jitter: float = 0.8  # brightness / contrast / saturation strength
     hue_p: float = 0.8  # chance of an RGB channel permutation per view
@@ -114,23 +114,23 @@ class GeneratorParams:
 
     checkpoint: str | None = None  # our checkpoint file, or a published icgan_biggan_... folder
     resolution: int = 32
-    g_ch: int = 16
-    d_ch: int = 16
+    g_ch: int = 8
+    d_ch: int = 8
     dim_z: int = 64
     shared_dim_feat: int = 128
     attn: str = "0"
     k_neighbours: int = 10
     batch: int = 32
-    g_lr: float = 2e-4
-    d_lr: float = 2e-4
+    g_lr: float = 4e-4
+    d_lr: float = 4e-4
     d_steps: int = 1
     betas: tuple[float, float] = (0.0, 0.999)
     augment: str = "translation,color"  # DiffAugment policies applied to real and fake ("" = none)
-    ema_decay: float = 0.999
-    ema_start: int = 100
-    steps: int = 800
+    ema_decay: float = 0.99  # short runs: 0.999 would still be averaging the first, noisy steps
+    ema_start: int = 50
+    steps: int = 2000
     minutes: float = 12.0  # stop early when training has run this long (0: no limit)
-    sample_every: int = 200
+    sample_every: int = 100
     checkpoint_every: int = 100
     eval_frames: int = 256  # test frames used for the class-accuracy check
     threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
