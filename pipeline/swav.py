@@ -128,7 +128,10 @@ def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: in
         loss.backward()
         if step < r.freeze_prototypes_steps:
             model.prototypes.weight.grad = None
-        opt.step()
+        if torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))):  # norm only
+            opt.step()
+        else:  # a non-finite gradient (seen with tiny widths): skip the update, keep the weights finite
+            log.warning("swav step %d: non-finite gradient, update skipped", step + 1)
         model.normalize_prototypes_()
         if on_step is not None:
             on_step(step + 1, float(loss.detach()))

@@ -64,14 +64,15 @@ def health(model: ImageEncoder, size: int, images: Path, k: int) -> dict:
 
 
 @torch.no_grad()
-def projection_spread(model: ImageEncoder, size: int, images: Path, n: int = 512) -> float:
+def projection_spread(model: ImageEncoder, size: int, images: Path, n: int = 512) -> float | None:
     """Mean over dimensions of the std over up to ``n`` train images of the unit SwAV embedding: near 0
     means collapse (every image gets the same embedding); no labels needed."""
     frames, _ = read_images(images, "train")
     pick = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
     x = torch.nn.functional.interpolate(swav.to_float(frames[pick]), size=(size, size), mode="bilinear")
     model.eval()
-    return round(float(model.project(model(swav.normalise(x))).std(0).mean()), 4) if len(pick) > 1 else 0.0
+    spread = float(model.project(model(swav.normalise(x))).std(0).mean()) if len(pick) > 1 else 0.0
+    return round(spread, 4) if np.isfinite(spread) else None  # None: the weights diverged
 
 
 def _train(p: ImageEncoderParams, images: Path, out: Path) -> tuple[ImageEncoder, int]:

@@ -31,7 +31,7 @@ def set_params(root: Path, seed: int) -> None:
     params["seed"] = seed
     params["data"]["world"].update(classes=8, clips_per_class=3, duration_s=2.0)  # 1 train, 1 val, 1 test
     # The visual half trains for a handful of steps at the smallest widths.
-    params["image_encoder"].update(steps=2, batch=8, width=2, hidden_dim=16, proj_dim=8, n_prototypes=8)
+    params["image_encoder"].update(steps=2, batch=8, lr=0.001, width=2, hidden_dim=16, proj_dim=8, n_prototypes=8)
     params["generator"].update(steps=2, batch=4, g_ch=4, d_ch=4, dim_z=16, shared_dim_feat=8, sample_every=2,
                                eval_frames=8)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

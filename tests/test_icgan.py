@@ -19,7 +19,7 @@ from pipeline.generate import InputError, generate, truncated_noise
 from pipeline.params import GeneratorParams, ImageEncoderParams
 from stages import train_generator, train_image_encoder
 
-ENC = ImageEncoderParams(width=2, hidden_dim=16, proj_dim=8, n_prototypes=6, steps=2, batch=8, crop_size=32,
+ENC = ImageEncoderParams(lr=1e-3, width=2, hidden_dim=16, proj_dim=8, n_prototypes=6, steps=2, batch=8, crop_size=32,
                          small_crops=1, small_size=16, knn_k=3)
 GEN = GeneratorParams(resolution=32, g_ch=4, d_ch=4, dim_z=16, shared_dim_feat=8, k_neighbours=3, batch=4,
                       steps=3, sample_every=2, checkpoint_every=2, eval_frames=8, ema_start=1)

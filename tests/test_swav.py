@@ -16,7 +16,7 @@ from pipeline.augment import diff_augment, hue_shuffle, random_resized_crop
 from pipeline.params import ImageEncoderParams
 from stages import train_image_encoder as stage
 
-TINY = ImageEncoderParams(width=2, hidden_dim=16, proj_dim=8, n_prototypes=6, steps=4, batch=8, crop_size=32,
+TINY = ImageEncoderParams(lr=1e-3, width=2, hidden_dim=16, proj_dim=8, n_prototypes=6, steps=4, batch=8, crop_size=32,
                           small_crops=1, small_size=16, freeze_prototypes_steps=1, knn_k=3)
 
 
