@@ -26,7 +26,9 @@ _G_IN = {32: [4, 4, 4], 64: [16, 16, 8, 4], 128: [16, 16, 8, 4, 2], 256: [16, 16
          512: [16, 16, 8, 8, 4, 2, 1]}
 _G_OUT = {32: [4, 4, 4], 64: [16, 8, 4, 2], 128: [16, 8, 4, 2, 1], 256: [16, 8, 8, 4, 2, 1],
           512: [16, 8, 8, 4, 2, 1, 1]}
-_D_OUT = {64: [1, 2, 4, 8, 16], 128: [1, 2, 4, 8, 16, 16], 256: [1, 2, 4, 8, 8, 16, 16]}
+_D_OUT = {32: [4, 4, 4, 4], 64: [1, 2, 4, 8, 16], 128: [1, 2, 4, 8, 16, 16], 256: [1, 2, 4, 8, 8, 16, 16]}
+# Blocks that halve the resolution (published D_arch): all but the last, except at 32 px (two of four).
+_D_DOWN = {32: [True, True, False, False]}
 
 
 def _attn_resolutions(attn: str) -> set[int]:
@@ -244,10 +246,10 @@ class Discriminator(nn.Module):
         width = [3] + out[:-1]
         attn_at = _attn_resolutions(cfg.attn)
         self.blocks = nn.ModuleList()
+        downs = _D_DOWN.get(cfg.resolution, [i < len(out) - 1 for i in range(len(out))])
         for i in range(len(out)):
-            down = i < len(out) - 1
-            stage: list[nn.Module] = [DBlock(width[i], out[i], sn, cfg.wide, i > 0, down)]
-            if cfg.resolution // 2 ** min(i + 1, len(out) - 1) in attn_at:
+            stage: list[nn.Module] = [DBlock(width[i], out[i], sn, cfg.wide, i > 0, downs[i])]
+            if cfg.resolution // 2 ** sum(downs[: i + 1]) in attn_at:
                 stage.append(SelfAttention(out[i], sn))
             self.blocks.append(nn.ModuleList(stage))
         self.linear = sn.linear(out[-1], cfg.output_dim)

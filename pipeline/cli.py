@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.params import (DataParams, DecodeParams, LocalizerParams, PairsParams, ParamsError, ScoreParams,
-                             scalar, section)
+from pipeline.params import (DataParams, DecodeParams, GeneratorParams, ImageEncoderParams, ImagesParams,
+                             LocalizerParams, PairsParams, ParamsError, ScoreParams, scalar, section)
 
 app = typer.Typer(help="Sound2Scene: from unlabeled videos to the scene a sound comes from.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -201,6 +201,90 @@ def moments_show(
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out)
     typer.echo(f"wrote {out}")
+@stage_app.command("images")
+def stage_images(
+    params: ParamsOpt = Path("params.yaml"),
+    videos: Annotated[Path, typer.Option(help="videos.parquet to sample")] = Path("data/videos.parquet"),
+    events: Annotated[Path, typer.Option(help="events.parquet (labels of eval frames)")] = Path("data/events.parquet"),
+    out: Annotated[Path, typer.Option(help="folder for train/eval .npy + .parquet")] = Path("data/images"),
+) -> None:
+    """Sample the unlabeled image corpus (and labelled eval frames) from the train clips or a folder."""
+    from stages import images
+
+    try:
+        summary = images.run(section(params, "images", ImagesParams), section(params, "decode", DecodeParams),
+                             videos=videos, events=events, out=out)
+    except (ParamsError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo("images: {clips} inputs, {failed} failed, {train} train images, {eval} eval images".format(**summary))
+
+
+@stage_app.command("train_image_encoder")
+def stage_train_image_encoder(
+    params: ParamsOpt = Path("params.yaml"),
+    images: Annotated[Path, typer.Option(help="the images stage's folder")] = Path("data/images"),
+    out: Annotated[Path, typer.Option(help="checkpoint to write")] = Path("artifacts/image_encoder.pt"),
+    report: Annotated[Path, typer.Option(help="health report (JSON)")] = Path("reports/image_encoder.json"),
+) -> None:
+    """Train the SwAV image encoder (or load image_encoder.checkpoint) and report k-NN accuracy."""
+    from models.checkpoint import CheckpointMismatchError
+    from stages import train_image_encoder
+
+    try:
+        summary = train_image_encoder.run(section(params, "image_encoder", ImageEncoderParams), images=images,
+                                          out=out, report=report)
+    except (ParamsError, ValueError, FileNotFoundError, CheckpointMismatchError) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    typer.echo(f"image encoder: k-NN accuracy {summary['knn_acc']}, nearest-centroid {summary['centroid_acc']}"
+               f" (random init: {summary['random_init']['knn_acc']})")
+
+
+@stage_app.command("train_generator")
+def stage_train_generator(
+    params: ParamsOpt = Path("params.yaml"),
+    encoder: Annotated[Path, typer.Option(help="the image encoder checkpoint")] = Path("artifacts/image_encoder.pt"),
+    images: Annotated[Path, typer.Option(help="the images stage's folder")] = Path("data/images"),
+    out: Annotated[Path, typer.Option(help="generator checkpoint to write")] = Path("artifacts/generator.pt"),
+    reports: Annotated[Path, typer.Option(help="folder for metrics.json and sample grids")] = Path("reports/generator"),
+) -> None:
+    """Train the IC-GAN generator on the corpus (or load generator.checkpoint); report class accuracy."""
+    from models.biggan_io import CheckpointMismatchError as GanMismatch
+    from models.checkpoint import CheckpointMismatchError
+    from stages import train_generator
+
+    try:
+        summary = train_generator.run(section(params, "generator", GeneratorParams), encoder=encoder,
+                                      images=images, out=out, reports=reports)
+    except (ParamsError, ValueError, FileNotFoundError, CheckpointMismatchError, GanMismatch) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    typer.echo(f"generator: {summary.get('steps', 0)} steps, class accuracy {summary.get('class_acc')}")
+
+
+@app.command("generate")
+def generate(
+    features: Annotated[Path, typer.Option(help="instance features, .npy [N, feat_dim]")],
+    out: Annotated[Path, typer.Option(help="OUT.npy (raw images in [-1, 1], NCHW) or a folder for PNGs")],
+    generator: Annotated[Path, typer.Option(help="our generator.pt or a published icgan folder")] = Path(
+        "artifacts/generator.pt"),
+    noise: Annotated[Path | None, typer.Option(help="noise .npy [N, dim_z] (default: drawn from --seed)")] = None,
+    truncation: Annotated[float | None, typer.Option(help="redraw drawn noise outside [-t, t]")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the drawn noise")] = 0,
+) -> None:
+    """Draw one image per feature row with the IC-GAN generator (same inputs = same images)."""
+    import pickle
+
+    from models.biggan_io import CheckpointMismatchError
+    from pipeline import generate as gen
+
+    if not generator.exists():
+        fail(f"no such generator: {generator}")
+    try:
+        paths = gen.run(generator, features, noise, out, truncation, seed)
+    except (gen.InputError, CheckpointMismatchError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc).splitlines()[0])
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        fail(f"cannot read the generator {generator} (truncated or not a checkpoint: {type(exc).__name__})")
+    typer.echo(f"generate: wrote {len(paths)} file(s) under {out}")
 
 
 @manifest_app.command("show")

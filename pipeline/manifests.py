@@ -35,7 +35,13 @@ PAIRS = pa.schema([
     ("t_s", pa.float64()), ("score", pa.float64()), ("selection", pa.string()), ("shard", pa.string()),
 ])
 
-SCHEMAS = {"videos": VIDEOS, "events": EVENTS, "moments": MOMENTS, "pairs": PAIRS}
+# One row per stored image of the `images` stage, in array order. video_id: the clip, or the image's path
+# relative to the corpus folder; t_s: frame time (0 for still images); label: null for the unlabeled corpus.
+IMAGES = pa.schema([
+    ("video_id", pa.string()), ("split", pa.string()), ("t_s", pa.float64()), ("label", pa.string()),
+])
+
+SCHEMAS = {"videos": VIDEOS, "events": EVENTS, "moments": MOMENTS, "pairs": PAIRS, "images": IMAGES}
 
 
 def tmp_name(path: Path) -> Path:

@@ -150,6 +150,77 @@ class PairsParams:
     jpeg_quality: int = 95
     annotations: str | None = None  # CSV (video_id, t_s) for selection=annotations
     workers: int = 2  # decode processes
+class ImagesParams:
+    """The unlabeled image corpus (the `images` stage).
+
+    ``source: videos`` samples every ``every``-th frame (at ``decode.fps``) of the train-split clips of
+    videos.parquet; ``folder`` reads every image under ``folder`` (ImageNet-style class folders; the folder
+    names are ignored). Labelled evaluation frames (val/test clips, world only) come from events.parquet.
+    """
+
+    source: Literal["videos", "folder"] = "videos"
+    folder: str | None = None
+    every: int = 2  # keep every k-th frame of a train clip
+    size: int = 64  # stored images are size x size uint8 RGB
+    eval_every: int = 3  # labelled frames: every k-th frame inside each on-screen source event
+
+
+@dataclass(frozen=True)
+class ImageEncoderParams:
+    """SwAV training of the image encoder (the `train_image_encoder` stage); ``checkpoint`` skips it."""
+
+    checkpoint: str | None = None  # published swav.pth.tar or our {"model","config","step"} file
+    width: int = 8  # ResNet-50 planes of the first stage (64 = paper); feature dim 32 * width
+    hidden_dim: int = 256
+    proj_dim: int = 32
+    n_prototypes: int = 128  # well above proj_dim (SwAV: 3000 vs 128); 32 or 64 collapsed on the world
+    steps: int = 400
+    batch: int = 64
+    lr: float = 0.015  # SGD with momentum 0.9, cosine schedule with warm-up
+    weight_decay: float = 1e-6
+    temperature: float = 0.1
+    epsilon: float = 0.05  # Sinkhorn-Knopp entropy weight
+    sinkhorn_iters: int = 3
+    crop_size: int = 64
+    small_crops: int = 2  # multi-crop: extra low-resolution views per image
+    small_size: int = 32
+    freeze_prototypes_steps: int = 400  # prototypes fixed (random unit vectors) for this many steps
+    queue: int = 512  # earlier embeddings added to each Sinkhorn problem (0: none)
+    jitter: float = 0.8  # brightness / contrast / saturation strength
+    hue_p: float = 0.8  # chance of an RGB channel permutation per view
+    grey_p: float = 0.2  # chance of grey scale per view
+    knn_k: int = 10
+    threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GeneratorParams:
+    """IC-GAN training on the BigGAN backbone (the `train_generator` stage); ``checkpoint`` skips it."""
+
+    checkpoint: str | None = None  # our checkpoint file, or a published icgan_biggan_... folder
+    resolution: int = 32
+    g_ch: int = 8
+    d_ch: int = 8
+    dim_z: int = 64
+    shared_dim_feat: int = 128
+    attn: str = "0"
+    k_neighbours: int = 10
+    batch: int = 32
+    g_lr: float = 4e-4
+    d_lr: float = 4e-4
+    d_steps: int = 1
+    betas: tuple[float, float] = (0.0, 0.999)
+    augment: str = "translation,color"  # DiffAugment policies applied to real and fake ("" = none)
+    ema_decay: float = 0.99  # short runs: 0.999 would still be averaging the first, noisy steps
+    ema_start: int = 50
+    steps: int = 2000
+    minutes: float = 12.0  # stop early when training has run this long (0: no limit)
+    sample_every: int = 100
+    checkpoint_every: int = 100
+    eval_frames: int = 256  # test frames used for the class-accuracy check
+    threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
+    seed: int = 0
 
 
 def _check(value: Any, tp: Any, where: str) -> Any:

@@ -32,6 +32,10 @@ def set_params(root: Path, seed: int, selection: str = "top1") -> None:
     params["data"]["world"].update(classes=8, clips_per_class=3, duration_s=2.0)
     params["localizer"].update(dim=8, width=4, n_mels=16, steps=2, batch_videos=4)
     params["pairs"].update(shard_size=4)
+    # The visual half trains for a handful of steps at the smallest widths.
+    params["image_encoder"].update(steps=2, batch=8, lr=0.001, width=2, hidden_dim=16, proj_dim=8, n_prototypes=8)
+    params["generator"].update(steps=2, batch=4, g_ch=4, d_ch=4, dim_z=16, shared_dim_feat=8, sample_every=2,
+                               eval_frames=8)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -58,6 +62,9 @@ def test_repro_runs_then_does_nothing_then_follows_the_seed(project: Path) -> No
     assert (data / "pairs.parquet").is_file() and (data / "shards" / "train-000000.tar").is_file()
     assert len(list((project / "reports" / "moments").glob("*.png"))) == 4
     first = {f: digest(data / f) for f in ("videos.parquet", "events.parquet")}
+    assert (data / "images" / "train.npy").is_file() and (project / "artifacts" / "generator.pt").is_file()
+    assert (project / "reports" / "image_encoder.json").is_file()
+    assert (project / "reports" / "generator" / "samples.png").is_file()
 
     again = sh("dvc", "repro", cwd=project)
     assert "didn't change, skipping" in again and "Running stage" not in again
@@ -70,7 +77,7 @@ def test_repro_runs_then_does_nothing_then_follows_the_seed(project: Path) -> No
 
     set_params(project, 1)
     rerun = sh("dvc", "repro", cwd=project)
-    assert "Running stage 'videos'" in rerun
+    assert "Running stage 'videos'" in rerun and "Running stage 'train_generator'" in rerun
     assert digest(data / "events.parquet") != first["events.parquet"]
 
     set_params(project, 0)

@@ -1,0 +1,107 @@
+"""Generator benchmark: sampling images/s at batch 1 and 8, and the cost of one IC-GAN training step against a
+plain DCGAN step of similar size (same resolution, batch, parameter count within a factor ~1.5).
+
+    python bench/generator.py [--params params.yaml] [--threads 1] [--paper]
+
+``--paper`` adds the published 128 px generator (random weights; sampling only). Prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn as nn
+
+from models.biggan import Generator, GeneratorConfig
+from models.gan_training import d_hinge_loss, g_hinge_loss
+from pipeline import icgan
+from pipeline.params import GeneratorParams, section
+from stages.train_generator import configs, recipe
+
+
+def timed(fn, repeat: int) -> float:
+    """Seconds per call of ``fn`` (after one warm-up call)."""
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t0) / repeat
+
+
+def sampling(G: Generator, feat_dim: int, batch: int, repeat: int) -> float:
+    """Images per second of ``G`` in eval mode at ``batch``."""
+    z, h = torch.randn(batch, G.dim_z), nn.functional.normalize(torch.randn(batch, feat_dim), dim=1)
+    G.eval()
+    with torch.no_grad():
+        return batch / timed(lambda: G(z, feature=h), repeat)
+
+
+def dcgan(res: int, ch: int, z_dim: int) -> tuple[nn.Module, nn.Module]:
+    """A plain DCGAN pair for ``res`` px: transposed-conv G from a 4x4 map, strided-conv D."""
+    n = {32: 3, 64: 4}[res]
+    g: list[nn.Module] = [nn.ConvTranspose2d(z_dim, ch * 2 ** (n - 1), 4, 1, 0), nn.BatchNorm2d(ch * 2 ** (n - 1)),
+                          nn.ReLU()]
+    for i in range(n - 1, 0, -1):
+        g += [nn.ConvTranspose2d(ch * 2**i, ch * 2 ** (i - 1), 4, 2, 1), nn.BatchNorm2d(ch * 2 ** (i - 1)), nn.ReLU()]
+    g += [nn.ConvTranspose2d(ch, 3, 4, 2, 1), nn.Tanh()]
+    d: list[nn.Module] = [nn.Conv2d(3, ch, 4, 2, 1), nn.LeakyReLU(0.2)]
+    for i in range(n - 1):
+        d += [nn.Conv2d(ch * 2**i, ch * 2 ** (i + 1), 4, 2, 1), nn.LeakyReLU(0.2)]
+    d += [nn.Conv2d(ch * 2 ** (n - 1), 1, 4, 1, 0), nn.Flatten()]
+    return nn.Sequential(*g), nn.Sequential(*d)
+
+
+def dcgan_step(G: nn.Module, D: nn.Module, opt_g, opt_d, real: torch.Tensor, z_dim: int) -> None:
+    b = real.shape[0]
+    fake = G(torch.randn(b, z_dim, 1, 1))
+    loss_d = d_hinge_loss(D(real), D(fake.detach()))
+    opt_d.zero_grad()
+    loss_d.backward()
+    opt_d.step()
+    loss_g = g_hinge_loss(D(G(torch.randn(b, z_dim, 1, 1))))
+    opt_g.zero_grad()
+    loss_g.backward()
+    opt_g.step()
+
+
+def n_params(*mods: nn.Module) -> int:
+    return sum(p.numel() for m in mods for p in m.parameters())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--feat-dim", type=int, default=256, help="instance feature size (world encoder: 32 x width)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--paper", action="store_true", help="also time the published 128 px generator")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    p = section(args.params, "generator", GeneratorParams)
+    g_cfg, d_cfg = configs(p, args.feat_dim)
+    trainer = icgan.Trainer(g_cfg, d_cfg, recipe(p))
+    rows = [("world G sampling, batch 1", f"{sampling(trainer.G, args.feat_dim, 1, args.repeat):.1f} images/s"),
+            ("world G sampling, batch 8", f"{sampling(trainer.G, args.feat_dim, 8, args.repeat):.1f} images/s")]
+    if args.paper:
+        big = Generator(GeneratorConfig(), skip_init=True)
+        rows += [(f"published 128 px G sampling, batch {b}", f"{sampling(big, 2048, b, 2):.2f} images/s") for b in (1, 8)]
+    real = torch.randint(0, 255, (256, 3, p.resolution, p.resolution), dtype=torch.uint8)
+    feats = nn.functional.normalize(torch.randn(256, args.feat_dim), dim=1)
+    nbrs, gen = icgan.neighbourhoods(feats, p.k_neighbours), torch.Generator().manual_seed(0)
+    t_ic = timed(lambda: trainer.step(real, feats, nbrs, gen), args.repeat)
+    G, D = dcgan(p.resolution, p.g_ch * 2, p.dim_z)
+    opt_g, opt_d = (torch.optim.Adam(m.parameters(), 2e-4, betas=(0.0, 0.999)) for m in (G, D))
+    batch = icgan.to_unit(real[: p.batch])
+    t_dc = timed(lambda: dcgan_step(G, D, opt_g, opt_d, batch, p.dim_z), args.repeat)
+    rows += [(f"IC-GAN step ({n_params(trainer.G, trainer.D) / 1e6:.2f} M params, batch {p.batch}, "
+              f"{p.resolution} px, d_steps {p.d_steps}, augment '{p.augment}')", f"{t_ic:.3f} s"),
+             (f"DCGAN step ({n_params(G, D) / 1e6:.2f} M params, batch {p.batch}, {p.resolution} px)", f"{t_dc:.3f} s"),
+             ("IC-GAN / DCGAN step cost", f"{t_ic / t_dc:.1f}x")]
+    print(f"threads {args.threads}\n\n| measurement | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

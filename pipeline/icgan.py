@@ -1,0 +1,134 @@
+"""IC-GAN training (Casanova et al. 2021) on the BigGAN backbone, from a corpus and frozen instance features.
+
+Every instance i of the corpus has a unit-norm feature h_i (the frozen image encoder) and a neighbourhood:
+its ``k`` nearest corpus images in feature space (itself included). A step draws a batch of instances; the
+real images are random members of their neighbourhoods, the fakes are G(z, h_i); D scores both with
+projection on h_i (hinge loss, DiffAugment on real and fake alike), then G is updated and the EMA copy of G
+(used for sampling) follows it. :class:`Trainer` holds the nets, optimisers and step, and round-trips
+through a plain dict for resuming.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.biggan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from models.gan_training import d_hinge_loss, ema_update, g_hinge_loss
+from pipeline.augment import diff_augment
+
+
+@dataclass(frozen=True)
+class GanRecipe:
+    """Optimisation knobs (``params.GeneratorParams`` holds the defaults)."""
+
+    batch: int = 32
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    d_steps: int = 1
+    betas: tuple[float, float] = (0.0, 0.999)
+    augment: str = "translation,color"
+    ema_decay: float = 0.999
+    ema_start: int = 100
+
+
+@torch.no_grad()
+def neighbourhoods(features: Tensor, k: int, chunk: int = 1024) -> Tensor:
+    """Indices ``Tensor[N, k]`` of each row's ``k`` most cosine-similar rows of unit-norm ``features [N, D]``
+    (the row itself first, as its own nearest neighbour)."""
+    k = min(k, features.shape[0])
+    out = []
+    for start in range(0, features.shape[0], chunk):
+        sim = features[start:start + chunk] @ features.t()
+        rows = torch.arange(start, start + sim.shape[0])
+        sim[torch.arange(sim.shape[0]), rows] = float("inf")
+        out.append(sim.topk(k, dim=1).indices)
+    return torch.cat(out)
+
+
+def to_gan_images(images: np.ndarray, resolution: int) -> Tensor:
+    """uint8 ``[N, H, W, 3]`` -> uint8 ``Tensor[N, 3, R, R]`` (antialiased bilinear resize when H != R)."""
+    x = torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2)
+    if x.shape[-1] == resolution:
+        return x.contiguous()
+    out = [F.interpolate(x[s:s + 1024].float(), size=(resolution, resolution), mode="bilinear",
+                         antialias=True, align_corners=False) for s in range(0, len(x), 1024)]
+    return torch.cat(out).round().clamp(0, 255).to(torch.uint8)
+
+
+def to_unit(x: Tensor) -> Tensor:
+    """uint8 ``[B, 3, R, R]`` -> float in [-1, 1]."""
+    return x.float() / 127.5 - 1.0
+
+
+class Trainer:
+    """G, D, EMA G and their optimisers. ``step(real_u8, feats, nbrs, gen)`` does one IC-GAN update."""
+
+    def __init__(self, g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig, r: GanRecipe) -> None:
+        self.g_cfg, self.d_cfg, self.recipe = g_cfg, d_cfg, r
+        self.G, self.D = Generator(g_cfg), Discriminator(d_cfg)
+        self.G_ema = copy.deepcopy(self.G).eval()
+        for p in self.G_ema.parameters():
+            p.requires_grad_(False)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=r.g_lr, betas=r.betas, eps=1e-6)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=r.d_lr, betas=r.betas, eps=1e-6)
+        self.steps = 0
+
+    def _batch(self, real_u8: Tensor, feats: Tensor, nbrs: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(real images [B, 3, R, R] in [-1, 1], conditioning features [B, D]) for one D update."""
+        n, k = nbrs.shape
+        inst = torch.randint(0, n, (self.recipe.batch,), generator=gen)
+        pick = nbrs[inst, torch.randint(0, k, (self.recipe.batch,), generator=gen)]
+        return to_unit(real_u8[pick]), feats[inst]
+
+    def _z(self, gen: torch.Generator) -> Tensor:
+        return torch.randn(self.recipe.batch, self.G.dim_z, generator=gen)
+
+    def step(self, real_u8: Tensor, feats: Tensor, nbrs: Tensor, gen: torch.Generator) -> dict[str, float]:
+        """One IC-GAN update (``d_steps`` D updates, one G update, EMA); returns the losses."""
+        r, aug = self.recipe, self.recipe.augment
+        self.G.train()
+        for _ in range(r.d_steps):
+            real, h = self._batch(real_u8, feats, nbrs, gen)
+            with torch.no_grad():
+                fake = self.G(self._z(gen), feature=h)
+            d_loss = d_hinge_loss(self.D(diff_augment(real, aug, gen), feature=h),
+                                  self.D(diff_augment(fake, aug, gen), feature=h))
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+        _, h = self._batch(real_u8, feats, nbrs, gen)
+        g_loss = g_hinge_loss(self.D(diff_augment(self.G(self._z(gen), feature=h), aug, gen), feature=h))
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        self.steps += 1
+        ema_update(self.G_ema, self.G, r.ema_decay if self.steps > r.ema_start else 0.0)
+        return {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())}
+
+    def state(self) -> dict:
+        """Everything needed to resume, as tensors / plain containers (``torch.load(weights_only=True)``)."""
+        return {"model": self.G_ema.state_dict(), "config": dataclasses.asdict(self.g_cfg), "step": self.steps,
+                "G": self.G.state_dict(), "D": self.D.state_dict(), "d_config": dataclasses.asdict(self.d_cfg),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+
+    def load(self, blob: dict) -> None:
+        """Restore :meth:`state` (strict key checks by ``load_state_dict``)."""
+        self.G.load_state_dict(blob["G"])
+        self.D.load_state_dict(blob["D"])
+        self.G_ema.load_state_dict(blob["model"])
+        self.opt_g.load_state_dict(blob["opt_g"])
+        self.opt_d.load_state_dict(blob["opt_d"])
+        self.steps = int(blob["step"])
+
+
+@torch.no_grad()
+def sample(G: Generator, feats: Tensor, z: Tensor, batch: int = 64) -> Tensor:
+    """G(z, feats) in eval mode: ``[N, dim_z]``, ``[N, D]`` -> images ``Tensor[N, 3, R, R]`` in [-1, 1]."""
+    G.eval()
+    return torch.cat([G(z[s:s + batch], feature=feats[s:s + batch]) for s in range(0, len(z), batch)])

@@ -1,0 +1,155 @@
+"""SwAV training of the image encoder (Caron et al. 2020) on an unlabeled uint8 image corpus.
+
+Each step: multi-crop views of a batch (2 global crops + ``small_crops`` low-resolution ones), prototype
+scores of every view, Sinkhorn-Knopp codes of the global views (equal partition over the batch), and the
+swapped-prediction loss: every view predicts the codes of each *other* global view. Prototypes are frozen
+for the first steps and renormalised to unit length after each step. Features for k-NN / the generator are
+the encoder's average-pool output, L2-normalised (:func:`embed`).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.image_encoder import ImageEncoder
+from pipeline.augment import colour_jitter, hue_shuffle, random_resized_crop
+from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SwavRecipe:
+    """The training knobs of :func:`train` (see ``params.ImageEncoderParams`` for the defaults)."""
+
+    steps: int
+    batch: int
+    lr: float
+    weight_decay: float
+    temperature: float
+    epsilon: float
+    sinkhorn_iters: int
+    crop_size: int
+    small_crops: int
+    small_size: int
+    freeze_prototypes_steps: int
+    seed: int
+    jitter: float = 0.4  # brightness / contrast / saturation strength
+    hue_p: float = 0.0  # chance of an RGB channel permutation per view
+    grey_p: float = 0.0  # chance of grey scale per view
+    queue: int = 0  # embeddings of earlier batches added to each Sinkhorn problem (0: none)
+
+
+@torch.no_grad()
+def sinkhorn(scores: Tensor, epsilon: float, iters: int) -> Tensor:
+    """Soft codes ``Tensor[B, K]`` (rows sum to 1) from prototype scores ``Tensor[B, K]``: the entropic
+    optimal transport with equal mass per prototype (SwAV's ``distributed_sinkhorn``, one process)."""
+    q = torch.exp((scores - scores.max()) / epsilon).t()  # [K, B]; the shift cancels out
+    q /= q.sum()
+    k, b = q.shape
+    for _ in range(iters):
+        q /= q.sum(dim=1, keepdim=True) * k
+        q /= q.sum(dim=0, keepdim=True) * b
+    return (q * b).t()
+
+
+def swapped_loss(scores: list[Tensor], n_global: int, temperature: float, epsilon: float, iters: int,
+                 queued: list[Tensor] | None = None) -> Tensor:
+    """SwAV loss over views ``scores[v]`` ``Tensor[B, K]``; views 0..n_global-1 give the codes. ``queued[i]``
+    ``[Q, K]``: scores of earlier batches' view-i embeddings, added to the Sinkhorn problem (not the loss)
+    so that small batches still get a well-spread assignment."""
+    total = scores[0].new_zeros(())
+    b = scores[0].shape[0]
+    for i in range(n_global):
+        block = scores[i].detach() if queued is None else torch.cat([scores[i].detach(), queued[i]])
+        q = sinkhorn(block, epsilon, iters)[:b]
+        for v in (v for v in range(len(scores)) if v != i):
+            total = total - torch.mean(torch.sum(q * F.log_softmax(scores[v] / temperature, dim=1), dim=1))
+    return total / (n_global * (len(scores) - 1))
+
+
+def normalise(x01: Tensor) -> Tensor:
+    """Images in [0, 1] ``Tensor[B, 3, H, W]`` -> ImageNet mean/std normalised."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x01.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x01.dtype).view(1, 3, 1, 1)
+    return (x01 - mean) / std
+
+
+def to_float(images: np.ndarray | Tensor) -> Tensor:
+    """uint8 ``[B, H, W, 3]`` -> float ``Tensor[B, 3, H, W]`` in [0, 1]."""
+    t = torch.from_numpy(np.array(images)) if not isinstance(images, Tensor) else images
+    return t.permute(0, 3, 1, 2).float() / 255.0
+
+
+def views(x01: Tensor, r: SwavRecipe, gen: torch.Generator) -> list[Tensor]:
+    """Multi-crop: 2 global crops (area 35-100%) and ``small_crops`` small ones (10-40%), colour-jittered,
+    channel-shuffled / greyed, normalised; ``Tensor[B, 3, H, W]`` in [0, 1] -> list of ``Tensor[B, 3, s, s]``."""
+    out = [random_resized_crop(x01, r.crop_size, (0.35, 1.0), gen) for _ in range(2)]
+    out += [random_resized_crop(x01, r.small_size, (0.1, 0.4), gen) for _ in range(r.small_crops)]
+    return [normalise(hue_shuffle(colour_jitter(v, r.jitter, gen), r.hue_p, r.grey_p, gen)) for v in out]
+
+
+def _lr(step: int, r: SwavRecipe) -> float:
+    warm = max(1, r.steps // 20)
+    if step < warm:
+        return r.lr * (step + 1) / warm
+    return r.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, r.steps - warm)))
+
+
+def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: int = 0,
+          on_step: Callable[[int, float], None] | None = None) -> int:
+    """Train ``model`` in place on uint8 ``images`` [N, H, W, 3] from ``start_step`` to ``r.steps``;
+    ``on_step(step, loss)`` is called after each step. Returns the last step count."""
+    gen = torch.Generator().manual_seed(r.seed + start_step)
+    opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=0.9, weight_decay=r.weight_decay)
+    model.train()
+    t0 = time.time()
+    queue = torch.zeros(2, r.queue, model.config.proj_dim)
+    for step in range(start_step, r.steps):
+        idx = torch.randint(0, len(images), (r.batch,), generator=gen).numpy()
+        x = to_float(images[np.sort(idx)])
+        zs, scores = zip(*(model.swav_forward(v) for v in views(x, r, gen)))
+        full = r.queue and step - start_step >= r.queue // r.batch
+        queued = [queue[i] @ model.prototypes.weight.detach().t() for i in range(2)] if full else None
+        loss = swapped_loss(list(scores), 2, r.temperature, r.epsilon, r.sinkhorn_iters, queued)
+        if r.queue:
+            queue = torch.cat([torch.stack([z.detach() for z in zs[:2]]), queue], dim=1)[:, : r.queue]
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, r)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if step < r.freeze_prototypes_steps:
+            model.prototypes.weight.grad = None
+        if torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))):  # norm only
+            opt.step()
+        else:  # a non-finite gradient (seen with tiny widths): skip the update, keep the weights finite
+            log.warning("swav step %d: non-finite gradient, update skipped", step + 1)
+        model.normalize_prototypes_()
+        if on_step is not None:
+            on_step(step + 1, float(loss.detach()))
+        if (step + 1) % 50 == 0:
+            log.info("swav step %d/%d loss %.3f (%.2f s/step)", step + 1, r.steps, float(loss.detach()),
+                     (time.time() - t0) / (step + 1 - start_step))
+    return r.steps
+
+
+@torch.no_grad()
+def embed(model: ImageEncoder, images: np.ndarray | Tensor, batch: int = 256, size: int | None = None) -> Tensor:
+    """L2-normalised features ``Tensor[N, out_dim]`` of uint8 images [N, H, W, 3] (resized to ``size``
+    bilinearly when given), in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch):
+        x = to_float(images[start:start + batch])
+        if size is not None and x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out.append(F.normalize(model(normalise(x)), dim=1))
+    return torch.cat(out) if out else torch.zeros(0, model.out_dim)

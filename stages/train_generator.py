@@ -1,0 +1,172 @@
+"""Stage `train_generator`: IC-GAN on the BigGAN backbone, conditioned on the frozen image encoder's features.
+
+Writes ``artifacts/generator.pt`` (``{"model": EMA G, "config", "step", ...}``, loadable by
+``models.biggan_io.load_generator``), ``reports/generator/metrics.json`` (class-accuracy curve, timing) and
+sample grids ``reports/generator/step_XXXXXX.png`` / ``samples.png`` (each row: a real test frame, then
+G_ema's images for its feature and several noises). ``generator.checkpoint`` naming a published folder or
+one of our files skips training. Class accuracy: the generated image's class is the nearest class centroid
+(val eval frames) in the encoder's feature space; it should equal the conditioning test frame's class.
+Training resumes from ``<out>.resume`` and stops after ``steps`` or ``minutes``, whichever comes first.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.utils import save_image
+
+from models.biggan import DiscriminatorConfig, Generator, GeneratorConfig
+from models.biggan_io import load_generator, save_checkpoint
+from models.image_encoder import ImageEncoder
+from pipeline import icgan, metrics, swav
+from pipeline.image_store import labels_of, read_images
+from pipeline.params import GeneratorParams
+from stages.train_image_encoder import load_encoder
+
+log = logging.getLogger(__name__)
+
+
+def configs(p: GeneratorParams, feat_dim: int) -> tuple[GeneratorConfig, DiscriminatorConfig]:
+    """The narrow G and D of ``p`` for features of size ``feat_dim`` (instance-conditioned only)."""
+    common = dict(n_classes=1, class_cond=False, instance_cond=True, feat_dim=feat_dim)
+    g = GeneratorConfig(ch=p.g_ch, dim_z=p.dim_z, resolution=p.resolution, attn=p.attn, hier=True,
+                        shared_dim=16, shared_dim_feat=p.shared_dim_feat, **common)
+    return g, DiscriminatorConfig(ch=p.d_ch, resolution=p.resolution, attn=p.attn, **common)
+
+
+def recipe(p: GeneratorParams) -> icgan.GanRecipe:
+    return icgan.GanRecipe(batch=p.batch, g_lr=p.g_lr, d_lr=p.d_lr, d_steps=p.d_steps, betas=p.betas,
+                           augment=p.augment, ema_decay=p.ema_decay, ema_start=p.ema_start)
+
+
+class ClassCheck:
+    """Conditioning test frames, their labels, fixed noise and the val class centroids."""
+
+    def __init__(self, encoder: ImageEncoder, size: int, images: Path, n: int, dim_z: int, seed: int) -> None:
+        frames, table = read_images(images, "eval")
+        split = np.array(table.column("split").to_pylist(), dtype=object)
+        labels, self.classes = labels_of(table) if table.num_rows else (np.zeros(0, np.int64), [])
+        val, test = np.flatnonzero(split == "val"), np.flatnonzero(split == "test")
+        # Usable when every class has val frames (its centroid) and there are test frames to condition on.
+        self.ok = len(test) > 0 and set(labels[val].tolist()) == set(range(len(self.classes)))
+        if not self.ok:  # nothing to check with: condition the sample grid on train frames instead
+            frames, val = read_images(images, "train")[0], val[:0]
+            test, labels = np.arange(min(8, len(frames))), np.zeros(len(frames), np.int64)
+        test = test[np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int)]
+        feats = swav.embed(encoder, frames[np.concatenate([val, test])], size=size)
+        y = torch.as_tensor(labels)
+        self.encoder, self.size = encoder, size
+        self.feats, self.labels, self.frames = feats[len(val):], y[test], np.asarray(frames[test])
+        self.z = torch.randn(len(test), dim_z, generator=torch.Generator().manual_seed(seed))
+        self.cents = metrics.centroids(feats[: len(val)], y[val], len(self.classes)) if self.ok else None
+        self.real_acc = (round(metrics.accuracy(metrics.nearest_centroid(self.feats, self.cents), self.labels), 4)
+                         if self.ok else None)
+
+    def classify(self, images: Tensor) -> Tensor:
+        """Nearest-centroid class ``[N]`` of images ``[N, 3, R, R]`` in [-1, 1]."""
+        x = F.interpolate((images + 1) / 2, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        self.encoder.eval()
+        with torch.no_grad():
+            f = torch.cat([F.normalize(self.encoder(swav.normalise(x[s:s + 128])), dim=1)
+                           for s in range(0, len(x), 128)])
+        return metrics.nearest_centroid(f, self.cents)
+
+    def accuracy(self, G: Generator) -> float | None:
+        """Share of test frames whose generated image has their class (None without labelled frames)."""
+        if not self.ok:
+            return None
+        return round(metrics.accuracy(self.classify(icgan.sample(G, self.feats, self.z)), self.labels), 4)
+
+    def grid(self, G: Generator, path: Path, noises: int = 5) -> None:
+        """Save one row per class (its first test frame, then ``noises`` samples) as a PNG; without labelled
+        frames one row per conditioning train frame."""
+        rows = [int(np.flatnonzero(self.labels.numpy() == c)[0]) for c in range(len(self.classes))
+                if bool((self.labels == c).any())] if self.ok else list(range(len(self.labels)))
+        res = G.cfg.resolution
+        real = icgan.to_unit(icgan.to_gan_images(self.frames[rows], res))
+        z = torch.randn(len(rows) * noises, G.dim_z, generator=torch.Generator().manual_seed(1))
+        fake = icgan.sample(G, self.feats[rows].repeat_interleave(noises, 0), z).view(len(rows), noises, 3, res, res)
+        tiles = torch.cat([real[:, None], fake], 1).flatten(0, 1)
+        tiles = F.interpolate(tiles, scale_factor=max(1, 64 // res), mode="nearest")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image((tiles + 1) / 2, path, nrow=noises + 1, padding=2, pad_value=1.0)
+
+
+def _corpus(encoder: ImageEncoder, size: int, images: Path, p: GeneratorParams) -> tuple[Tensor, Tensor, Tensor]:
+    """(uint8 real images [N, 3, R, R], unit features [N, D], neighbourhoods [N, k]) of the train corpus."""
+    frames, _ = read_images(images, "train")
+    feats = swav.embed(encoder, frames, size=size)
+    return icgan.to_gan_images(frames, p.resolution), feats, icgan.neighbourhoods(feats, p.k_neighbours)
+
+
+def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, out: Path,
+          reports: Path) -> tuple[Generator, dict]:
+    """Train (resuming from ``<out>.resume``); return (EMA G, metrics dict)."""
+    torch.manual_seed(p.seed)
+    real, feats, nbrs = _corpus(encoder, size, images, p)
+    g_cfg, d_cfg = configs(p, feats.shape[1])
+    trainer, check = icgan.Trainer(g_cfg, d_cfg, recipe(p)), ClassCheck(encoder, size, images, p.eval_frames,
+                                                                        g_cfg.dim_z, p.seed)
+    resume, curve, seconds = out.with_name(out.name + ".resume"), [], 0.0
+    blob = torch.load(resume, map_location="cpu", weights_only=True) if resume.is_file() else None
+    if blob is not None and blob["config"] != dataclasses.asdict(g_cfg):
+        log.warning("ignoring %s: it was saved with another generator configuration", resume)
+        blob = None
+    if blob is not None:
+        trainer.load(blob)
+        curve, seconds = json.loads(blob["curve"]), float(blob["seconds"])
+        log.info("resuming IC-GAN from step %d", trainer.steps)
+    gen = torch.Generator().manual_seed(p.seed + trainer.steps)
+    t0, start = time.time() - seconds, trainer.steps
+    while trainer.steps < p.steps and not (p.minutes and time.time() - t0 > 60 * p.minutes):
+        losses = trainer.step(real, feats, nbrs, gen)
+        s = trainer.steps
+        if s % p.sample_every == 0 or s == p.steps:
+            acc = check.accuracy(trainer.G_ema)
+            curve.append({"step": s, "seconds": round(time.time() - t0, 1), "class_acc": acc, **losses})
+            check.grid(trainer.G_ema, reports / f"step_{s:06d}.png")
+            log.info("IC-GAN step %d: class accuracy %s, %s", s, acc, losses)
+        if s % p.checkpoint_every == 0 and s < p.steps:
+            torch.save({**trainer.state(), "curve": json.dumps(curve), "seconds": time.time() - t0}, resume)
+    seconds = time.time() - t0
+    if not curve or curve[-1]["step"] != trainer.steps:
+        curve.append({"step": trainer.steps, "seconds": round(seconds, 1),
+                      "class_acc": check.accuracy(trainer.G_ema)})
+    check.grid(trainer.G_ema, reports / "samples.png")
+    save_checkpoint(out, trainer.G_ema, trainer.steps, feature_dim=feats.shape[1], encoder_input_size=size)
+    resume.unlink(missing_ok=True)
+    return trainer.G_ema, {"trained": True, "steps": trainer.steps, "seconds": round(seconds, 1),
+                           "s_per_step": round(seconds / max(1, trainer.steps), 3), "resumed_at": start,
+                           "class_acc": curve[-1]["class_acc"], "real_frames_class_acc": check.real_acc,
+                           "eval_frames": len(check.labels), "curve": curve}
+
+
+def run(p: GeneratorParams, *, encoder: Path, images: Path, out: Path, reports: Path) -> dict:
+    """Train (or load ``p.checkpoint``), write ``out`` and ``reports/metrics.json``; return the metrics."""
+    torch.set_num_threads(p.threads)
+    out, reports = Path(out), Path(reports)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reports.mkdir(parents=True, exist_ok=True)
+    enc, size = load_encoder(encoder)
+    if p.checkpoint:
+        G = load_generator(p.checkpoint)
+        save_checkpoint(out, G, 0)
+        summary: dict = {"trained": False, "checkpoint": p.checkpoint, "resolution": G.cfg.resolution}
+        if G.cfg.feat_dim == enc.out_dim:
+            check = ClassCheck(enc, size, images, p.eval_frames, G.dim_z, p.seed)
+            summary["class_acc"] = check.accuracy(G)
+            check.grid(G, reports / "samples.png")
+    else:
+        _, summary = train(p, enc, size, images, out, reports)
+    tmp = reports / f".metrics.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, reports / "metrics.json")
+    return summary

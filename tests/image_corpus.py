@@ -1,0 +1,35 @@
+"""A tiny labelled image corpus for the visual-half tests: red or blue squares on grey backgrounds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.image_store import ImageWriter
+
+
+def blobs(n: int, seed: int, size: int = 32) -> tuple[np.ndarray, list[str]]:
+    """n images: a red or a blue square on a random grey background; (uint8 [n, size, size, 3], labels)."""
+    rng = np.random.default_rng(seed)
+    images = np.repeat(rng.integers(60, 200, (n, 1, 1, 1)), 3, axis=3).repeat(size, 1).repeat(size, 2)
+    labels = []
+    for i in range(n):
+        y, x = rng.integers(0, size // 2, 2)
+        red = i % 2 == 0
+        images[i, y:y + size // 2, x:x + size // 2] = (230, 30, 30) if red else (30, 30, 230)
+        labels.append("red" if red else "blue")
+    return images.astype(np.uint8), labels
+
+
+def write_corpus(folder: Path, n_train: int = 40, n_eval: int = 24, size: int = 32) -> Path:
+    """``train`` (unlabelled) and ``eval`` (first half val, second half test) images in ``folder``."""
+    train, _ = blobs(n_train, 0, size)
+    w = ImageWriter(folder, "train", size)
+    w.add(train, [dict(video_id=f"t{i}", split="train", t_s=0.0, label=None) for i in range(n_train)])
+    w.close()
+    ev, labels = blobs(n_eval, 1, size)
+    w = ImageWriter(folder, "eval", size)
+    w.add(ev, [dict(video_id=f"e{i}", split="val" if i < n_eval // 2 else "test", t_s=0.0, label=lab)
+               for i, lab in enumerate(labels)])
+    w.close()
+    return folder

@@ -1,0 +1,157 @@
+"""IC-GAN training, the train_generator stage (train, resume, published folder) and `s2s generate`."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from image_corpus import write_corpus
+from typer.testing import CliRunner
+
+from models.biggan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from models.biggan_io import load_generator
+from pipeline import icgan
+from pipeline.cli import app
+from pipeline.generate import InputError, generate, truncated_noise
+from pipeline.params import GeneratorParams, ImageEncoderParams
+from stages import train_generator, train_image_encoder
+
+ENC = ImageEncoderParams(lr=1e-3, width=2, hidden_dim=16, proj_dim=8, n_prototypes=6, steps=2, batch=8, crop_size=32,
+                         small_crops=1, small_size=16, knn_k=3)
+GEN = GeneratorParams(resolution=32, g_ch=4, d_ch=4, dim_z=16, shared_dim_feat=8, k_neighbours=3, batch=4,
+                      steps=3, sample_every=2, checkpoint_every=2, eval_frames=8, ema_start=1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_corpus(tmp_path_factory.mktemp("gan"))
+    train_image_encoder.run(ENC, images=root, out=root / "enc.pt", report=root / "enc.json")
+    return root
+
+
+def test_neighbourhoods_start_with_self_and_follow_similarity() -> None:
+    f = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 0.9]]), dim=1)
+    nb = icgan.neighbourhoods(f, 2, chunk=3)
+    assert nb.tolist() == [[0, 1], [1, 0], [2, 3], [3, 2]]
+
+
+def test_discriminator_at_32px_halves_twice() -> None:
+    d = Discriminator(DiscriminatorConfig(ch=4, resolution=32, attn="0", feat_dim=8, n_classes=1))
+    assert [b[0].downsample for b in d.blocks] == [True, True, False, False]
+    assert d(torch.randn(2, 3, 32, 32), feature=torch.randn(2, 8)).shape == (2, 1)
+
+
+def test_trainer_step_updates_and_round_trips() -> None:
+    g_cfg, d_cfg = train_generator.configs(GEN, 8)
+    torch.manual_seed(0)
+    trainer = icgan.Trainer(g_cfg, d_cfg, train_generator.recipe(GEN))
+    real = torch.randint(0, 255, (10, 3, 32, 32), dtype=torch.uint8)
+    feats = torch.nn.functional.normalize(torch.randn(10, 8), dim=1)
+    nbrs = icgan.neighbourhoods(feats, 3)
+    before = trainer.G.linear.weight.clone()
+    losses = trainer.step(real, feats, nbrs, torch.Generator().manual_seed(0))
+    assert np.isfinite(list(losses.values())).all() and not torch.equal(before, trainer.G.linear.weight)
+    assert torch.equal(trainer.G_ema.linear.weight, trainer.G.linear.weight)  # before ema_start: a copy
+    state = copy.deepcopy(trainer.state())  # as torch.save / torch.load would: no shared tensors
+    other = icgan.Trainer(g_cfg, d_cfg, train_generator.recipe(GEN))
+    other.load(state)
+    a = trainer.step(real, feats, nbrs, torch.Generator().manual_seed(5))
+    b = other.step(real, feats, nbrs, torch.Generator().manual_seed(5))
+    assert a == b and other.steps == 2
+
+
+def test_stage_trains_writes_checkpoint_grid_and_metrics(setup: Path) -> None:
+    out, rep = setup / "gen.pt", setup / "rep"
+    summary = train_generator.run(GEN, encoder=setup / "enc.pt", images=setup, out=out, reports=rep)
+    G = load_generator(out)
+    assert G.cfg.resolution == 32 and G.cfg.feat_dim == 64 and not G.training
+    assert torch.load(out, weights_only=True)["step"] == 3
+    assert (rep / "samples.png").is_file() and (rep / "step_000002.png").is_file()
+    saved = json.loads((rep / "metrics.json").read_text())
+    assert saved == summary and [c["step"] for c in summary["curve"]] == [2, 3]
+    assert 0.0 <= summary["class_acc"] <= 1.0 and summary["eval_frames"] == 8
+    assert not out.with_name("gen.pt.resume").exists()
+
+
+def test_stage_resumes_and_stops_at_steps(setup: Path) -> None:
+    out, rep = setup / "gen2.pt", setup / "rep2"
+    partial = GeneratorParams(**{**GEN.__dict__, "steps": 2, "checkpoint_every": 1})
+    train_generator.run(partial, encoder=setup / "enc.pt", images=setup, out=out, reports=rep)
+    resume = out.with_name("gen2.pt.resume")
+    assert not resume.exists()
+    g_cfg, d_cfg = train_generator.configs(GEN, 64)
+    trainer = icgan.Trainer(g_cfg, d_cfg, train_generator.recipe(GEN))
+    trainer.steps = 2
+    torch.save({**trainer.state(), "curve": "[]", "seconds": 1.0}, resume)
+    summary = train_generator.run(GEN, encoder=setup / "enc.pt", images=setup, out=out, reports=rep)
+    assert summary["resumed_at"] == 2 and summary["steps"] == 3 and not resume.exists()
+
+
+def _published_folder(root: Path) -> Path:
+    from test_generator import ICGAN_CONFIG, PUBLISHED
+
+    folder = root / PUBLISHED
+    folder.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(Generator(GeneratorConfig(), skip_init=True).state_dict(), folder / "G_ema_best0.pth")
+    torch.save({"itr": 1, "config": ICGAN_CONFIG}, folder / "state_dict_best0.pth")
+    return folder
+
+
+def test_published_folder_skips_training_and_generates_128px(setup: Path, tmp_path: Path) -> None:
+    folder = _published_folder(tmp_path)
+    p = GeneratorParams(checkpoint=str(folder))
+    summary = train_generator.run(p, encoder=setup / "enc.pt", images=setup, out=tmp_path / "g.pt",
+                                  reports=tmp_path / "rep")
+    assert summary["trained"] is False and summary["resolution"] == 128
+    feats = np.random.default_rng(0).standard_normal((2, 2048)).astype(np.float32)
+    result = CliRunner().invoke(app, ["generate", "--generator", str(folder), "--features", _npy(tmp_path, feats),
+                                      "--out", str(tmp_path / "x.npy"), "--truncation", "1.0"])
+    assert result.exit_code == 0, result.output
+    images = np.load(tmp_path / "x.npy")
+    assert images.shape == (2, 3, 128, 128) and images.dtype == np.float32 and np.abs(images).max() <= 1.0
+    mine = generate(load_generator(tmp_path / "g.pt"), feats, truncation=1.0).numpy()
+    assert np.array_equal(images, mine)  # our copy of the published weights draws the same images
+
+
+def _npy(root: Path, array: np.ndarray, name: str = "f.npy") -> str:
+    np.save(root / name, array)
+    return str(root / name)
+
+
+def test_generate_cli_is_deterministic_and_rejects_bad_input(setup: Path, tmp_path: Path) -> None:
+    gen = setup / "gen.pt"
+    if not gen.exists():
+        train_generator.run(GEN, encoder=setup / "enc.pt", images=setup, out=gen, reports=setup / "rep")
+    feats = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
+    noise = truncated_noise(3, load_generator(gen).dim_z, None, 4).numpy()
+    args = ["generate", "--generator", str(gen), "--features", _npy(tmp_path, feats),
+            "--noise", _npy(tmp_path, noise, "z.npy")]
+    runner = CliRunner()
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "a.npy")]).exit_code == 0
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "b.npy")]).exit_code == 0
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "png")]).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["000000.png", "000001.png", "000002.png",
+                                                                   "grid.png"]
+    bad = runner.invoke(app, ["generate", "--generator", str(gen), "--features", _npy(tmp_path, feats[:, :5], "w.npy"),
+                              "--out", str(tmp_path / "c.npy")])
+    assert bad.exit_code == 2 and "features must be [N, 64]" in bad.output
+    bad = runner.invoke(app, [*args[:-1], _npy(tmp_path, noise[:2], "z2.npy"), "--out", str(tmp_path / "d.npy")])
+    assert bad.exit_code == 2 and "noise must be [3, 16]" in bad.output
+    (tmp_path / "cut.pt").write_bytes(gen.read_bytes()[:500])
+    bad = runner.invoke(app, [*args[:2], str(tmp_path / "cut.pt"), *args[3:], "--out", str(tmp_path / "e.npy")])
+    assert bad.exit_code == 2 and "cannot read the generator" in bad.output
+    with pytest.raises(InputError, match="truncation"):
+        truncated_noise(2, 4, -1.0, 0)
+    assert truncated_noise(50, 8, 0.5, 0).abs().max() <= 0.5
+
+
+def test_stage_without_labelled_frames_trains_and_draws_a_grid(tmp_path: Path) -> None:
+    root = write_corpus(tmp_path, n_eval=0)
+    train_image_encoder.run(ENC, images=root, out=root / "enc.pt", report=root / "enc.json")
+    summary = train_generator.run(GEN, encoder=root / "enc.pt", images=root, out=root / "g.pt", reports=root / "rep")
+    assert summary["class_acc"] is None and summary["steps"] == 3 and (root / "rep" / "samples.png").is_file()

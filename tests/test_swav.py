@@ -1,0 +1,145 @@
+"""SwAV training of the image encoder: Sinkhorn codes, swapped loss, the stage, resume, published weights."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compat_file
+from image_corpus import write_corpus
+
+from models.checkpoint import CheckpointMismatchError
+from models.image_encoder import ImageEncoder
+from pipeline import metrics, swav
+from pipeline.augment import diff_augment, hue_shuffle, random_resized_crop
+from pipeline.params import ImageEncoderParams
+from stages import train_image_encoder as stage
+
+TINY = ImageEncoderParams(lr=1e-3, width=2, hidden_dim=16, proj_dim=8, n_prototypes=6, steps=4, batch=8, crop_size=32,
+                          small_crops=1, small_size=16, freeze_prototypes_steps=1, knn_k=3)
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path)
+
+
+def test_sinkhorn_gives_equal_partition_codes() -> None:
+    scores = torch.randn(12, 4, generator=torch.Generator().manual_seed(0)) * 0.1
+    scores[:, 0] += 0.3  # every sample prefers prototype 0 ...
+    assert (scores.argmax(1) == 0).all()
+    q = swav.sinkhorn(scores, epsilon=0.1, iters=100)
+    assert torch.allclose(q.sum(1), torch.ones(12), atol=1e-4)
+    assert torch.allclose(q.sum(0), torch.full((4,), 3.0), atol=1e-2)  # ... but codes share them out
+
+
+def test_swapped_loss_is_lower_when_views_agree() -> None:
+    torch.manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(16, 8), dim=1) * 1.0
+    agree = swav.swapped_loss([a * 5, a * 5, a * 5], 2, 0.1, 0.05, 3)
+    shuffled = swav.swapped_loss([a * 5, a[torch.randperm(16)] * 5, a * 5], 2, 0.1, 0.05, 3)
+    assert agree < shuffled
+
+
+def test_queued_scores_change_the_codes_not_the_loss_terms() -> None:
+    torch.manual_seed(1)
+    a = torch.rand(4, 6) * 2 - 1  # scores are cosines
+    queue = [torch.rand(32, 6) * 2 - 1, torch.rand(32, 6) * 2 - 1]
+    plain = swav.swapped_loss([a, a, a], 2, 0.1, 0.05, 3)
+    queued = swav.swapped_loss([a, a, a], 2, 0.1, 0.05, 3, queue)
+    assert torch.isfinite(queued) and not torch.isclose(plain, queued)
+    with pytest.raises(RuntimeError):
+        swav.swapped_loss([a, a, a], 2, 0.1, 0.05, 3, [torch.randn(8, 5)] * 2)
+
+
+def test_augmentations_keep_shapes_and_ranges() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 3, 32, 32)
+    assert random_resized_crop(x, 16, (0.2, 0.5), g).shape == (5, 3, 16, 16)
+    perm = hue_shuffle(x, 1.0, 0.0, g)
+    assert torch.allclose(perm.sum(1), x.sum(1)) and not torch.equal(perm, x)
+    y = diff_augment(x * 2 - 1, "translation,color,cutout", g)
+    assert y.shape == x.shape and not torch.equal(y, x * 2 - 1)
+    with pytest.raises(ValueError, match="unknown DiffAugment"):
+        diff_augment(x, "rotate", g)
+
+
+def test_knn_and_centroids() -> None:
+    bank = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [0.9, 0.1], [0, 1.0], [0.1, 0.9]]), dim=1)
+    labels = torch.tensor([0, 0, 1, 1])
+    query = torch.nn.functional.normalize(torch.tensor([[1.0, 0.2], [0.2, 1.0]]), dim=1)
+    assert metrics.knn_predict(bank, labels, query, 2, 2).tolist() == [0, 1]
+    cents = metrics.centroids(bank, labels, 2)
+    assert metrics.nearest_centroid(query, cents).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="no labelled"):
+        metrics.centroids(bank, labels, 3)
+
+
+def test_stage_trains_writes_checkpoint_and_report(corpus: Path) -> None:
+    out, report = corpus / "enc.pt", corpus / "enc.json"
+    summary = stage.run(TINY, images=corpus, out=out, report=report)
+    blob = torch.load(out, weights_only=True)
+    assert set(blob) == {"model", "config", "step", "input_size"} and blob["step"] == 4
+    assert blob["config"]["width"] == 2 and blob["input_size"] == 32
+    model, size = stage.load_encoder(out)
+    assert size == 32 and torch.allclose(model.prototypes.weight.norm(dim=1), torch.ones(6), atol=1e-5)
+    torch.manual_seed(TINY.seed)
+    fresh = ImageEncoder(model.config)
+    assert not torch.equal(fresh.conv1.weight, model.conv1.weight)  # it trained
+    saved = json.loads(report.read_text())
+    assert saved == summary and summary["bank"] == 12 and summary["queries"] == 12
+    assert 0.0 <= summary["knn_acc"] <= 1.0 and summary["random_init"]["knn_acc"] is not None
+    assert summary["projection_spread"] > 0.0
+
+
+def test_stage_resumes_from_its_resume_file(corpus: Path) -> None:
+    out = corpus / "enc.pt"
+    stage.run(TINY, images=corpus, out=out, report=corpus / "r.json")
+    first = torch.load(out, weights_only=True)
+    resume = out.with_name(out.name + ".resume")
+    assert not resume.exists()
+    blob = dict(first, step=3)
+    torch.save(blob, resume)
+    stage.run(TINY, images=corpus, out=out, report=corpus / "r.json")  # one step from step 3
+    again = torch.load(out, weights_only=True)
+    assert not resume.exists() and again["step"] == 4
+    assert not torch.equal(again["model"]["conv1.weight"], first["model"]["conv1.weight"])
+
+
+def test_published_swav_checkpoint_skips_training(corpus: Path, tmp_path: Path) -> None:
+    keys = json.loads(compat_file("official_checkpoint_keys.json").read_text())["swav_800ep_pretrain.pth.tar"]
+    g = torch.Generator().manual_seed(0)
+    state = {k: (torch.tensor(1) if k.endswith("num_batches_tracked") else
+                 torch.rand(s, generator=g) + 0.5 if k.endswith("running_var") else torch.randn(s, generator=g) * 0.02)
+             for k, s in keys}
+    torch.save(state, tmp_path / "swav.pth.tar")
+    p = ImageEncoderParams(checkpoint=str(tmp_path / "swav.pth.tar"))
+    summary = stage.run(p, images=corpus, out=tmp_path / "enc.pt", report=tmp_path / "r.json")
+    assert summary["trained"] is False and summary["feature_dim"] == 2048 and summary["input_size"] == 224
+    model, _ = stage.load_encoder(tmp_path / "enc.pt")
+    assert torch.equal(model.layer4[2].conv3.weight, state["module.layer4.2.conv3.weight"])
+    del state["module.prototypes.weight"]
+    torch.save(state, tmp_path / "bad.pth.tar")
+    with pytest.raises(CheckpointMismatchError, match="prototypes.weight"):
+        stage.run(ImageEncoderParams(checkpoint=str(tmp_path / "bad.pth.tar")), images=corpus,
+                  out=tmp_path / "enc2.pt", report=tmp_path / "r2.json")
+
+
+def test_projection_spread_flags_a_collapsed_embedding(corpus: Path) -> None:
+    torch.manual_seed(0)
+    model = ImageEncoder(stage.ImageEncoderConfig(width=2, hidden_dim=16, proj_dim=8, n_prototypes=6))
+    assert stage.projection_spread(model, 32, corpus) > 0.05
+    with torch.no_grad():  # the collapse seen on the world: the last bias dominates, every z is the same
+        model.projection_head[3].weight.zero_()
+        model.projection_head[3].bias.fill_(1.0)
+    assert stage.projection_spread(model, 32, corpus) < 1e-6
+
+
+def test_health_needs_val_and_test_frames(tmp_path: Path) -> None:
+    root = write_corpus(tmp_path, n_eval=0)
+    torch.manual_seed(0)
+    model = ImageEncoder(stage.ImageEncoderConfig(width=2, hidden_dim=16, proj_dim=8, n_prototypes=6)).eval()
+    assert stage.health(model, 32, root, 3) == {"knn_acc": None, "centroid_acc": None, "bank": 0, "queries": 0}
+    full = stage.health(model, 32, write_corpus(tmp_path / "b"), 3)
+    assert full["bank"] == 12 and full["queries"] == 12 and full["classes"] == ["blue", "red"]
