@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.params import (DataParams, DecodeParams, LocalizerParams, PairsParams, ParamsError, ScoreParams,
-                             scalar, section)
+from pipeline.params import (DataParams, DecodeParams, EmbedParams, LocalizerParams, PairsParams, ParamsError,
+                             ScoreParams, scalar, section)
 
 app = typer.Typer(help="Sound2Scene: from unlabeled videos to the scene a sound comes from.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -164,6 +164,26 @@ def stage_pairs(
         fail(str(exc))
     typer.echo(f"pairs ({selection}): {summary['total']} videos, {summary['ok']} ok, {summary['failed']} failed, "
                f"{len(summary['shards'])} shards")
+
+@stage_app.command("embed")
+def stage_embed(
+    params: ParamsOpt = Path("params.yaml"),
+    shards: Annotated[Path, typer.Option(help="folder of {split}-%06d.tar pair shards")] = Path("data/shards"),
+    encoder: Annotated[Path, typer.Option(help="image encoder checkpoint")] = Path("artifacts/image_encoder.pt"),
+    out_dir: Annotated[Path, typer.Option(help="folder for {split}.npy + {split}.parquet")] = Path("data/embeddings"),
+) -> None:
+    """Image-encoder feature of every pair's frame, computed once (the encoder is frozen)."""
+    from stages import embed
+
+    if not encoder.is_file():
+        fail(f"no image encoder checkpoint at {encoder}")
+    try:
+        summary = embed.run(section(params, "embed", EmbedParams), shards=shards, encoder=encoder,
+                            out_dir=out_dir)
+    except (ParamsError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    for split, s in summary.items():
+        typer.echo(f"embed {split}: {s['total']} pairs, {s['ok']} embedded, {s['skipped']} skipped")
 
 
 @manifest_app.command("show")

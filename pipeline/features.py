@@ -1,0 +1,86 @@
+"""Precomputed image features of the pairs (the ``embed`` stage's output), one split per file pair.
+
+``DIR/{split}.npy`` holds ``float32 [N, D]`` features, row i belonging to row i of ``DIR/{split}.parquet``
+(columns ``key``, ``label``). A split's two files are written under temporary names and renamed, so a
+reader never sees one without the other being complete.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.manifests import tmp_name
+
+FEATURE_KEYS = pa.schema([("key", pa.string()), ("label", pa.string())])
+
+
+def paths(folder: str | Path, split: str) -> tuple[Path, Path]:
+    """(features .npy, keys .parquet) of ``split`` in ``folder``."""
+    folder = Path(folder)
+    return folder / f"{split}.npy", folder / f"{split}.parquet"
+
+
+def write(folder: str | Path, split: str, keys: Sequence[str], labels: Sequence[str | None],
+          features: np.ndarray) -> None:
+    """Write ``features: [N, D]`` (float32) with their keys and labels, atomically per file."""
+    if features.ndim != 2 or len(keys) != features.shape[0] or len(labels) != len(keys):
+        raise ValueError(f"{len(keys)} keys, {len(labels)} labels and features {features.shape} do not fit")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"split {split!r} has duplicate keys")
+    npy, table = paths(folder, split)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    tmp_npy, tmp_table = tmp_name(npy), tmp_name(table)
+    try:
+        with open(tmp_npy, "wb") as f:
+            np.save(f, np.ascontiguousarray(features, dtype=np.float32))
+        pq.write_table(pa.Table.from_pydict({"key": list(keys), "label": list(labels)},
+                                            schema=FEATURE_KEYS), tmp_table)
+        os.replace(tmp_npy, npy)
+        os.replace(tmp_table, table)
+    finally:
+        tmp_npy.unlink(missing_ok=True)
+        tmp_table.unlink(missing_ok=True)
+
+
+@dataclass
+class FeatureTable:
+    """A split's features (memory-mapped) and the row of each key.
+
+    Attributes:
+        features: ``float32 [N, D]`` (``np.memmap``: pages are read as rows are used).
+        keys: the N keys in row order.
+        labels: the N labels (None where the pair has none).
+        rows: key -> row.
+    """
+
+    features: np.ndarray
+    keys: list[str]
+    labels: list[str | None]
+    rows: dict[str, int]
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def read(folder: str | Path, split: str) -> FeatureTable:
+    """Load ``split`` from ``folder``; raises FileNotFoundError / ValueError for missing or mismatched files."""
+    npy, table = paths(folder, split)
+    for p in (npy, table):
+        if not p.is_file():
+            raise FileNotFoundError(f"no {split} features: {p} is missing (run the embed stage)")
+    features = np.load(npy, mmap_mode="r")
+    t = pq.read_table(table)
+    keys, labels = t.column("key").to_pylist(), t.column("label").to_pylist()
+    if features.ndim != 2 or features.shape[0] != len(keys):
+        raise ValueError(f"{npy} holds {features.shape}, but {table} has {len(keys)} keys")
+    return FeatureTable(features, keys, labels, {k: i for i, k in enumerate(keys)})
