@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.params import (DataParams, DecodeParams, EmbedParams, LocalizerParams, PairsParams, ParamsError,
-                             ScoreParams, scalar, section)
+from pipeline.params import (AudioEncoderParams, DataParams, DecodeParams, EmbedParams, LocalizerParams,
+                             PairsParams, ParamsError, ScoreParams, scalar, section)
 
 app = typer.Typer(help="Sound2Scene: from unlabeled videos to the scene a sound comes from.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -184,6 +184,31 @@ def stage_embed(
         fail(str(exc))
     for split, s in summary.items():
         typer.echo(f"embed {split}: {s['total']} pairs, {s['ok']} embedded, {s['skipped']} skipped")
+
+
+@stage_app.command("train_audio_encoder")
+def stage_train_audio_encoder(
+    params: ParamsOpt = Path("params.yaml"),
+    shards: Annotated[Path, typer.Option(help="folder of {split}-%06d.tar pair shards")] = Path("data/shards"),
+    embeddings: Annotated[Path, typer.Option(help="the embed stage's folder")] = Path("data/embeddings"),
+    out: Annotated[Path, typer.Option(help="best checkpoint (val R@1)")] = Path("artifacts/audio_encoder.pt"),
+    last: Annotated[Path, typer.Option(help="resume state")] = Path("artifacts/audio_encoder.last.pt"),
+    reports: Annotated[Path, typer.Option(help="metrics.json, epochs.csv, steps.csv")] = Path("reports/align"),
+) -> None:
+    """Align the audio encoder to the image features (plain or under torchrun)."""
+    from stages import train_audio_encoder
+
+    try:
+        loss, seed = scalar(params, "loss", str, "infonce"), scalar(params, "seed", int, 0)
+        p = section(params, "audio_encoder", AudioEncoderParams)
+        summary = train_audio_encoder.run(p, loss=loss, seed=seed, shards=shards, embeddings=embeddings, out=out,
+                                          last=last, reports=reports)
+    except (ParamsError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    best = summary["best"]
+    if summary["rank"] == 0:
+        typer.echo(f"train_audio_encoder: {summary['epochs']} epochs, {summary['steps']} steps, "
+                   f"best val R@1 {best.get('val_r1', float('nan')):.3f} (epoch {best.get('epoch', '-')})")
 
 
 @manifest_app.command("show")
