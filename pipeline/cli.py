@@ -211,6 +211,38 @@ def stage_train_audio_encoder(
                    f"best val R@1 {best.get('val_r1', float('nan')):.3f} (epoch {best.get('epoch', '-')})")
 
 
+@app.command("embed-audio")
+def embed_audio(
+    audio: Annotated[list[Path], typer.Argument(help="audio (or video) files, any rate, mono or not")],
+    checkpoint: Annotated[Path, typer.Option(help="sound2scene.pth or our audio encoder checkpoint")],
+    out: Annotated[Path, typer.Option(help=".npy to write: one float32 row per input, in input order")],
+    batch: Annotated[int, typer.Option(help="clips per forward pass")] = 16,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Audio-encoder feature of each file, as the published test.py computes it (before normalising).
+
+    A file that cannot be used gets a row of NaN and a line on stderr; the exit code is then 1.
+    """
+    from pipeline.devices import pick_device
+    from pipeline.embed_audio import embed_files
+    from pipeline.features import save_npy
+
+    if not checkpoint.is_file():
+        fail(f"no audio encoder checkpoint at {checkpoint}")
+    try:
+        feats, errors = embed_files(audio, checkpoint, batch=max(1, batch), device=pick_device(device))
+    except ValueError as exc:  # a checkpoint that does not fit, a bad device name
+        fail(str(exc))
+    save_npy(out, feats)
+    for path, err in zip(audio, errors):
+        if err:
+            typer.echo(f"warning: {path}: {err}", err=True)
+    failed = sum(bool(e) for e in errors)
+    typer.echo(f"embed-audio: {len(audio)} files, {len(audio) - failed} embedded, {failed} failed -> {out}")
+    if failed:
+        raise typer.Exit(1)
+
+
 @manifest_app.command("show")
 def manifest_show(
     file: Annotated[Path, typer.Argument(help="a Parquet manifest")],

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import manifests
 from pipeline.manifests import tmp_name
 
 FEATURE_KEYS = pa.schema([("key", pa.string()), ("label", pa.string())])
@@ -26,6 +27,19 @@ def paths(folder: str | Path, split: str) -> tuple[Path, Path]:
     return folder / f"{split}.npy", folder / f"{split}.parquet"
 
 
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """``np.save`` under a temporary name in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write(folder: str | Path, split: str, keys: Sequence[str], labels: Sequence[str | None],
           features: np.ndarray) -> None:
     """Write ``features: [N, D]`` (float32) with their keys and labels, atomically per file."""
@@ -34,18 +48,8 @@ def write(folder: str | Path, split: str, keys: Sequence[str], labels: Sequence[
     if len(set(keys)) != len(keys):
         raise ValueError(f"split {split!r} has duplicate keys")
     npy, table = paths(folder, split)
-    npy.parent.mkdir(parents=True, exist_ok=True)
-    tmp_npy, tmp_table = tmp_name(npy), tmp_name(table)
-    try:
-        with open(tmp_npy, "wb") as f:
-            np.save(f, np.ascontiguousarray(features, dtype=np.float32))
-        pq.write_table(pa.Table.from_pydict({"key": list(keys), "label": list(labels)},
-                                            schema=FEATURE_KEYS), tmp_table)
-        os.replace(tmp_npy, npy)
-        os.replace(tmp_table, table)
-    finally:
-        tmp_npy.unlink(missing_ok=True)
-        tmp_table.unlink(missing_ok=True)
+    save_npy(npy, np.ascontiguousarray(features, dtype=np.float32))
+    manifests.write(({"key": k, "label": lab} for k, lab in zip(keys, labels)), FEATURE_KEYS, table)
 
 
 @dataclass

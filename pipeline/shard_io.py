@@ -49,7 +49,7 @@ def missing(sample: dict[str, Any], suffixes: tuple[str, ...]) -> list[str]:
 def decode_audio_bytes(data: bytes, *, sr: int = PAPER_SR) -> np.ndarray | str:
     """Any audio file's bytes (FLAC in the shards) -> mono float32 ``[N]`` at ``sr``, or a one-line error.
 
-    Channels are averaged, other rates resampled (torchcodec). Empty audio and NaN/inf samples are
+    Channels are downmixed as ffmpeg does ((L + R) / sqrt 2 for stereo), other rates resampled. Empty audio and NaN/inf samples are
     errors: they mean a broken file, not a quiet one.
     """
     from torchcodec.decoders import AudioDecoder
