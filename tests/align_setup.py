@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pipeline.params import AudioEncoderParams, EmbedParams, SpectrogramParams
 from stages import embed
-from shard_fixtures import write_image_encoder, write_shards
+from pipeline.synthetic_pairs import write_image_encoder, write_shards
 
 TINY_SPEC = SpectrogramParams(kind="logmel", n_mels=16, n_frames=24, n_fft=256, hop_length=160)
 

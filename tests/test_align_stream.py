@@ -12,7 +12,7 @@ import webdataset as wds
 
 from pipeline.align_stream import AlignStream, loader
 from pipeline.features import FeatureTable
-from shard_fixtures import pair_sample, write_shards
+from pipeline.synthetic_pairs import pair_sample, write_shards
 
 
 def float_wav(wave: np.ndarray) -> bytes:

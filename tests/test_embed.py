@@ -12,7 +12,7 @@ from models.image_encoder import ImageEncoder
 from pipeline import features, shard_io
 from pipeline.params import EmbedParams
 from stages import embed
-from shard_fixtures import write_image_encoder, write_shards
+from pipeline.synthetic_pairs import write_image_encoder, write_shards
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Tiny real pair shards for tests: WebDataset tars with real JPEG, FLAC and JSON members.
+"""Synthetic pair shards for tests and benchmarks: WebDataset tars with real JPEG, FLAC and JSON members,
+in the ``pairs`` stage's layout (``{split}-%06d.tar``, ``KEY.jpg`` / ``KEY.flac`` / ``KEY.json``).
 
 Each pair of class c has a frame filled with colour c (plus noise) and a tone at pitch c (plus noise),
 so an audio encoder can learn to find its frame.
@@ -23,6 +24,7 @@ COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 220), (230, 210, 40)]
 
 
 def jpeg_bytes(label: int, rng: np.random.Generator, size: int = 32) -> bytes:
+    """A ``size`` x ``size`` JPEG of class ``label``'s colour with noise."""
     pixels = np.clip(np.array(COLOURS[label % 4]) + rng.normal(0, 20, (size, size, 3)), 0, 255)
     buf = io.BytesIO()
     Image.fromarray(pixels.astype(np.uint8)).save(buf, format="JPEG", quality=90)
@@ -38,24 +40,28 @@ def encode_audio(wave: np.ndarray, sr: int = SR, fmt: str = "flac") -> bytes:
 
 
 def tone(label: int, rng: np.random.Generator, seconds: float = 1.0, sr: int = SR) -> np.ndarray:
+    """``[seconds * sr]`` float32: class ``label``'s pitch (+-3 %) with a little noise."""
     t = np.arange(int(seconds * sr)) / sr
     f0 = 220.0 * 2 ** (label * 5 / 12) * rng.uniform(0.97, 1.03)
     return (0.4 * np.sin(2 * np.pi * f0 * t) + 0.02 * rng.normal(size=t.size)).astype(np.float32)
 
 
 def pair_sample(key: str, split: str, label: int, rng: np.random.Generator, *, shard: str,
-                audio: bytes | None = None, with_flac: bool = True) -> dict:
+                audio: bytes | None = None, with_flac: bool = True, size: int = 32,
+                seconds: float = 1.0) -> dict:
+    """One shard sample (``__key__``, ``jpg``, ``json`` and, unless ``with_flac`` is False, ``flac``)."""
     row = dict(key=key, video_id=key.rsplit("_", 1)[0], split=split, label=f"class{label}", t_s=1.0,
                score=0.5, selection="top1", shard=shard)
-    sample = {"__key__": key, "jpg": jpeg_bytes(label, rng), "json": json.dumps(row).encode()}
+    sample = {"__key__": key, "jpg": jpeg_bytes(label, rng, size), "json": json.dumps(row).encode()}
     if with_flac:
-        sample["flac"] = audio if audio is not None else encode_audio(tone(label, rng))
+        sample["flac"] = audio if audio is not None else encode_audio(tone(label, rng, seconds))
     return sample
 
 
 def write_shards(folder: Path, split: str, n: int, *, per_shard: int = 8, classes: int = 4,
-                 seed: int = 0, drop_flac: Sequence[int] = ()) -> list[str]:
-    """``n`` pairs of ``split`` in ``folder/{split}-%06d.tar``; pair i is class ``i % classes``.
+                 seed: int = 0, drop_flac: Sequence[int] = (), size: int = 32, seconds: float = 1.0) -> list[str]:
+    """``n`` pairs of ``split`` in ``folder/{split}-%06d.tar``; pair i is class ``i % classes``, its frame
+    ``size`` pixels square, its audio ``seconds`` long.
 
     Pairs whose index is in ``drop_flac`` lack their ``.flac`` member. Returns the keys written.
     """
@@ -67,8 +73,8 @@ def write_shards(folder: Path, split: str, n: int, *, per_shard: int = 8, classe
         with wds.TarWriter(str(folder / name)) as sink:
             for i in range(start, min(n, start + per_shard)):
                 key = f"{split}{i:04d}_0"
-                sink.write(pair_sample(key, split, i % classes, rng, shard=name,
-                                       with_flac=i not in drop_flac))
+                sink.write(pair_sample(key, split, i % classes, rng, shard=name, with_flac=i not in drop_flac,
+                                       size=size, seconds=seconds))
                 keys.append(key)
     return keys
 
