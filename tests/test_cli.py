@@ -10,7 +10,8 @@ import pytest
 from pipeline import manifests
 
 S2S = [sys.executable, "-m", "pipeline.cli"]
-COMMANDS = [[], ["stage"], ["stage", "videos"], ["manifest"], ["manifest", "show"]]
+COMMANDS = [[], ["stage"], ["stage", "videos"], ["stage", "embed"], ["stage", "train_audio_encoder"], ["embed-audio"],
+            ["manifest"], ["manifest", "show"]]
 
 
 def s2s(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
