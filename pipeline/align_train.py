@@ -81,7 +81,8 @@ class Step:
         return torch.autocast(device_type=self.d.device.type, dtype=torch.bfloat16, enabled=on)
 
     def __call__(self, batch: dict[str, Any]) -> float:
-        """One optimizer step on a batch ``wave [L, n], feature [L, D], valid [L]``; the global loss."""
+        """One optimizer step on a batch ``wave [L, n], feature [L, D], valid [L]``; the global loss
+        (NaN when fewer than two pairs of the global batch are valid: the step is then a zero update)."""
         dev = self.d.device
         wave = batch["wave"].to(dev, non_blocking=True)
         with torch.no_grad():
@@ -93,11 +94,14 @@ class Step:
         z_a = gather_rows(z_a.float(), self.d, grad=True)
         z_v = gather_rows(batch["feature"].to(dev, non_blocking=True), self.d, grad=False)
         valid = gather_rows(batch["valid"].to(dev), self.d, grad=False)
-        loss = self.loss_fn(z_a[valid], z_v[valid])
+        if int(valid.sum()) < 2:  # nothing to contrast: a zero step keeps every rank in the collectives
+            loss = z_a.sum() * 0.0
+        else:
+            loss = self.loss_fn(z_a[valid], z_v[valid])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return float(loss.detach())
+        return float(loss.detach()) if int(valid.sum()) >= 2 else float("nan")
 
 
 @dataclass

@@ -86,6 +86,12 @@ def save_best(out: Path, model_state: dict, cfg: Any, sp: SpectrogramParams, *, 
     save_checkpoint(out, model, cfg, step=step, spectrogram=dataclasses.asdict(sp), **extra)
 
 
+def _mean(values: list[float]) -> float:
+    """Mean of the finite values (NaN marks a step without two valid pairs); NaN when there are none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def _score(row: dict | None) -> float:
     """Val R@1 for choosing the best epoch (an empty val split counts as -1, so a best exists)."""
     r1 = -2.0 if row is None else row.get("val_r1", float("nan"))
@@ -129,7 +135,7 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
                                       max_steps=left)
         steps += res.losses
         if d.main:
-            row = dict(epoch=epoch + 1, step=len(steps), train_loss=float(np.mean(res.losses or [np.nan])),
+            row = dict(epoch=epoch + 1, step=len(steps), train_loss=_mean(res.losses),
                        **align_train.validate(raw, loader(val_s, p.workers, pin), step, batch=p.batch,
                                               labels=labels, centroids=centroids),
                        train_samples_per_s=res.samples / max(res.seconds, 1e-9), skipped=res.skipped)

@@ -114,3 +114,21 @@ def test_two_gloo_ranks_give_the_one_process_loss_curve(data: Path, tmp_path: Pa
     for i, sa in a["optimizer"]["state"].items():
         ga, gb = sa["exp_avg"], b["optimizer"]["state"][i]["exp_avg"]
         assert float((ga - gb).abs().max()) <= 1e-2 * float(ga.abs().max()) + 1e-9, i
+
+
+def test_a_batch_without_two_valid_pairs_is_a_zero_step() -> None:
+    from models.losses import make_loss
+    from pipeline import align_train, audio_input
+    from pipeline.distributed import Dist
+
+    p = tiny_params()
+    d = Dist(0, 1, torch.device("cpu"))
+    raw, model = align_train.build_model(p, 8, d)
+    step = align_train.Step(model, align_train.make_optimizer(p, model), make_loss("infonce"),
+                            audio_input.spectrogram_fn(p.spectrogram), None, d, False)
+    n = audio_input.n_samples(p.spectrogram)
+    batch = {"wave": torch.zeros(4, n), "feature": torch.randn(4, 8), "keys": list("abcd"),
+             "valid": torch.tensor([False, True, False, False])}
+    assert np.isnan(step(batch))
+    batch["valid"][:] = True
+    assert np.isfinite(step(batch))
