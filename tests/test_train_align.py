@@ -132,3 +132,12 @@ def test_a_batch_without_two_valid_pairs_is_a_zero_step() -> None:
     assert np.isnan(step(batch))
     batch["valid"][:] = True
     assert np.isfinite(step(batch))
+
+
+def test_paper_input_trains_through_the_stage(data: Path, tmp_path: Path) -> None:
+    """kind: paper (1 x 257 x 1004 from 10 s, tiled from the 1 s windows) on a narrow encoder."""
+    from pipeline.params import SpectrogramParams
+
+    summary = train(data, tmp_path, epochs=1, max_steps=1, spectrogram=SpectrogramParams(kind="paper"))
+    assert summary["steps"] == 1 and np.isfinite(steps(tmp_path)).all()
+    assert torch.load(tmp_path / "audio_encoder.pt", weights_only=True)["spectrogram"]["kind"] == "paper"
