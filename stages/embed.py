@@ -19,15 +19,13 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from models.image_encoder import ImageEncoder
 from pipeline import features, shard_io
 from pipeline.devices import pick_device
 from pipeline.manifests import tmp_name
 from pipeline.params import EmbedParams
-from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD, encoder_input
+from pipeline.preprocess import encoder_input, resized_input
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -35,10 +33,7 @@ SPLITS = ("train", "val", "test")
 
 def image_tensor(image: Any, size: int | None) -> Tensor:
     """PIL image -> encoder input ``Tensor[3, S, S]``: published (S = 224) when ``size`` is None."""
-    if size is None:
-        return encoder_input(image)
-    image = TF.resize(image, [size, size], interpolation=InterpolationMode.BILINEAR)
-    return TF.normalize(TF.to_tensor(image), list(IMAGENET_MEAN), list(IMAGENET_STD))
+    return encoder_input(image) if size is None else resized_input(image, size)
 
 
 @dataclass
