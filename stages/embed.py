@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -70,12 +69,12 @@ def _collate(frames: list[Frame]) -> list[Frame]:
 
 
 @torch.no_grad()
-def embed_split(encoder: ImageEncoder, urls: list[str], p: EmbedParams,
-                device: torch.device) -> tuple[list[str], list[str | None], np.ndarray, int]:
-    """Features of every readable frame of ``urls``: (keys, labels, ``float32 [N, D]``, skipped)."""
+def embed_split(encoder: ImageEncoder, urls: list[str], p: EmbedParams, device: torch.device,
+                out: features.FeatureWriter) -> int:
+    """Feature of every readable frame of ``urls`` into ``out``; returns the number skipped."""
     loader = DataLoader(FrameStream(urls, p.image_size), batch_size=p.batch, collate_fn=_collate,
                         num_workers=min(p.workers, len(urls)))
-    keys, labels, chunks, skipped = [], [], [], 0
+    skipped = 0
     for frames in loader:
         good = [f for f in frames if f.image is not None]
         for f in frames:
@@ -83,12 +82,9 @@ def embed_split(encoder: ImageEncoder, urls: list[str], p: EmbedParams,
                 skipped += 1
                 log.warning("pair %s skipped: %s", f.key, f.error)
         if good:
-            batch = torch.stack([f.image for f in good]).to(device)
-            chunks.append(encoder(batch).float().cpu().numpy())
-            keys += [f.key for f in good]
-            labels += [f.label for f in good]
-    feats = np.concatenate(chunks) if chunks else np.zeros((0, encoder.out_dim), np.float32)
-    return keys, labels, feats, skipped
+            feats = encoder(torch.stack([f.image for f in good]).to(device)).float().cpu().numpy()
+            out.add([f.key for f in good], [f.label for f in good], feats)
+    return skipped
 
 
 def run(p: EmbedParams, *, shards: Path, encoder: Path, out_dir: Path,
@@ -103,10 +99,11 @@ def run(p: EmbedParams, *, shards: Path, encoder: Path, out_dir: Path,
     try:
         for split in splits:
             urls = shard_io.shard_urls(shards, split)
-            keys, labels, feats, skipped = embed_split(model, urls, p, device)
-            features.write(tmp, split, keys, labels, feats)
-            summary[split] = dict(total=len(keys) + skipped, ok=len(keys), skipped=skipped)
-            log.info("embed %s: %d shards, %d pairs, %d skipped", split, len(urls), len(keys), skipped)
+            writer = features.FeatureWriter(tmp, split, model.out_dim)
+            skipped = embed_split(model, urls, p, device, writer)
+            ok = writer.finish()
+            summary[split] = dict(total=ok + skipped, ok=ok, skipped=skipped)
+            log.info("embed %s: %d shards, %d pairs, %d skipped", split, len(urls), ok, skipped)
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
     finally:

@@ -83,3 +83,19 @@ def test_cli_stage_embed(data: Path, tmp_path: Path) -> None:
     assert "embed train: 10 pairs, 10 embedded, 0 skipped" in out.stdout
     out = subprocess.run([*cmd, "--encoder", str(tmp_path / "nope.pt")], capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.strip() == f"error: no image encoder checkpoint at {tmp_path / 'nope.pt'}"
+
+
+def test_feature_writer_streams_batches_into_one_npy(tmp_path: Path) -> None:
+    w = features.FeatureWriter(tmp_path, "train", 3)
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), -np.ones((1, 3), np.float32)
+    w.add(["k0", "k1"], ["x", None], a)
+    w.add(["k2"], ["y"], b)
+    assert w.finish() == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["train.npy", "train.parquet"]
+    t = features.read(tmp_path, "train")
+    np.testing.assert_array_equal(np.asarray(t.features), np.concatenate([a, b]))
+    assert t.keys == ["k0", "k1", "k2"] and t.labels == ["x", None, "y"]
+    w = features.FeatureWriter(tmp_path, "val", 3)
+    w.add(["k", "k"], [None, None], a)
+    with pytest.raises(ValueError, match="duplicate keys"):
+        w.finish()
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
