@@ -165,6 +165,7 @@ def stage_pairs(
     typer.echo(f"pairs ({selection}): {summary['total']} videos, {summary['ok']} ok, {summary['failed']} failed, "
                f"{len(summary['shards'])} shards")
 
+
 @stage_app.command("embed")
 def stage_embed(
     params: ParamsOpt = Path("params.yaml"),

@@ -6,7 +6,6 @@ so an audio encoder can learn to find its frame.
 """
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Sequence
@@ -14,29 +13,19 @@ from typing import Sequence
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 
 from models.checkpoint import save_checkpoint
 from models.image_encoder import ImageEncoder, ImageEncoderConfig
+from pipeline import shards
 
 SR = 16_000
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 220), (230, 210, 40)]
 
 
 def jpeg_bytes(label: int, rng: np.random.Generator, size: int = 32) -> bytes:
-    """A ``size`` x ``size`` JPEG of class ``label``'s colour with noise."""
+    """A ``size`` x ``size`` JPEG of class ``label``'s colour with noise (the pairs stage's encoder)."""
     pixels = np.clip(np.array(COLOURS[label % 4]) + rng.normal(0, 20, (size, size, 3)), 0, 255)
-    buf = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
-def encode_audio(wave: np.ndarray, sr: int = SR, fmt: str = "flac") -> bytes:
-    """``wave: [N]`` mono or ``[C, N]`` float -> encoded bytes (torchcodec)."""
-    from torchcodec.encoders import AudioEncoder
-
-    samples = torch.as_tensor(np.atleast_2d(wave), dtype=torch.float32)
-    return AudioEncoder(samples, sample_rate=sr).to_tensor(fmt).numpy().tobytes()
+    return shards.encode_jpeg(pixels.astype(np.uint8))
 
 
 def tone(label: int, rng: np.random.Generator, seconds: float = 1.0, sr: int = SR) -> np.ndarray:
@@ -54,7 +43,7 @@ def pair_sample(key: str, split: str, label: int, rng: np.random.Generator, *, s
                score=0.5, selection="top1", shard=shard)
     sample = {"__key__": key, "jpg": jpeg_bytes(label, rng, size), "json": json.dumps(row).encode()}
     if with_flac:
-        sample["flac"] = audio if audio is not None else encode_audio(tone(label, rng, seconds))
+        sample["flac"] = audio if audio is not None else shards.encode_flac(tone(label, rng, seconds))
     return sample
 
 
@@ -69,7 +58,7 @@ def write_shards(folder: Path, split: str, n: int, *, per_shard: int = 8, classe
     folder.mkdir(parents=True, exist_ok=True)
     keys = []
     for start in range(0, n, per_shard):
-        name = f"{split}-{start // per_shard:06d}.tar"
+        name = shards.PATTERN.format(split=split, index=start // per_shard)
         with wds.TarWriter(str(folder / name)) as sink:
             for i in range(start, min(n, start + per_shard)):
                 key = f"{split}{i:04d}_0"
