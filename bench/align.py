@@ -3,7 +3,8 @@ against the published train.py's per-step work, at the world's size and at the p
 
 For each size, the same synthetic shards (real JPEG + FLAC, ``pipeline.synthetic_pairs``) feed:
   (a) stage  our training loop end to end: shard reading + FLAC decoding in DataLoader workers,
-             features looked up by key (precomputed by the embed stage), spectrogram on the device,
+             features looked up by key (precomputed by the embed stage), spectrogram where the stage
+             puts it by default (``spectrogram.on: auto``: on a GPU, else in the workers),
              audio encoder forward/backward, Adam step (``pipeline.align_train``);
   (b) bare   the audio encoder's forward + backward + Adam step on ready spectrogram tensors of the
              same shape (the limit for (a));
@@ -79,8 +80,10 @@ def audio_step(size: Size, dim: int) -> align_train.Step:
 
 
 def stage_rate(size: Size, urls: list[str], table: FeatureTable, steps: int, workers: int) -> float:
+    cpu = torch.device("cpu")
+    spec = audio_input.spectrogram_fn(size.spec) if audio_input.in_workers(size.spec, cpu) else None
     stream = AlignStream(urls, table, n_samples=audio_input.n_samples(size.spec), batch=size.batch,
-                         shuffle_buffer=size.batch, seed=0)
+                         shuffle_buffer=size.batch, seed=0, spec_fn=spec)
     return rate(audio_step(size, table.dim), loader(stream, workers), size.batch, steps)
 
 

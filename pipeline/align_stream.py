@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -62,17 +62,19 @@ class AlignStream(IterableDataset):
         rank, world: this process's DDP rank and the world size.
         seed: shuffling seed; ``shuffle_buffer`` 0 keeps shard order (validation).
         drop_last: drop a final incomplete global batch (training).
+        spec_fn: when given, each batch also holds its spectrograms ``"spec"`` (computed in the worker).
     """
 
     def __init__(self, urls: list[str], table: FeatureTable, *, n_samples: int, batch: int, rank: int = 0,
                  world: int = 1, seed: int = 0, shuffle_buffer: int = 0, split_by: str = "sample",
-                 drop_last: bool = True):
+                 drop_last: bool = True, spec_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if batch % world:
             raise ValueError(f"batch {batch} is not divisible by the world size {world}")
         self.urls, self.table, self.n_samples = list(urls), table, n_samples
         self.batch, self.local = batch, batch // world
         self.rank, self.world, self.seed = rank, world, seed
         self.shuffle_buffer, self.split_by, self.drop_last = shuffle_buffer, split_by, drop_last
+        self.spec_fn = spec_fn  # set: batches also carry "spec" [L, 1, F, T], computed in the worker
         self.epoch = 0
 
     def _usable(self, urls: list[str], report: bool, skipped: list[int]) -> Iterator[dict]:
@@ -103,6 +105,8 @@ class AlignStream(IterableDataset):
                "valid": torch.tensor([ok for _, _, ok in items], dtype=torch.bool),
                "keys": [s["__key__"] for s, _, _ in items], "skipped": skipped[0]}
         skipped[0] = 0
+        if self.spec_fn is not None and items:
+            out["spec"] = self.spec_fn(out["wave"])
         return out
 
     def __iter__(self) -> Iterator[Batch]:

@@ -80,13 +80,18 @@ class Step:
         on = self.amp and self.d.device.type == "cuda"
         return torch.autocast(device_type=self.d.device.type, dtype=torch.bfloat16, enabled=on)
 
+    def spectrogram(self, batch: dict[str, Any]) -> Tensor:
+        """The batch's spectrograms on the device: from the workers when they made them, else made here."""
+        if "spec" in batch:
+            return batch["spec"].to(self.d.device, non_blocking=True)
+        return self.spec_fn(batch["wave"].to(self.d.device, non_blocking=True))
+
     def __call__(self, batch: dict[str, Any]) -> float:
         """One optimizer step on a batch ``wave [L, n], feature [L, D], valid [L]``; the global loss
         (NaN when fewer than two pairs of the global batch are valid: the step is then a zero update)."""
         dev = self.d.device
-        wave = batch["wave"].to(dev, non_blocking=True)
         with torch.no_grad():
-            spec = self.spec_fn(wave)
+            spec = self.spectrogram(batch)
             if self.mask_fn is not None:
                 spec = self.mask_fn(spec)
         with self.autocast():
@@ -143,7 +148,7 @@ def encode(model: nn.Module, batches: Iterable[dict[str, Any]], step: Step) -> t
         if not batch["keys"]:
             continue
         with step.autocast():
-            za.append(model(step.spec_fn(batch["wave"].to(step.d.device))).float().cpu())
+            za.append(model(step.spectrogram(batch)).float().cpu())
         zv.append(batch["feature"])
         keys += batch["keys"]
         valid.append(batch["valid"])

@@ -1,6 +1,7 @@
 """The audio encoder's input: waveform batch -> spectrogram batch on the training device, plus masking."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -20,13 +21,32 @@ def n_samples(sp: SpectrogramParams) -> int:
     return sp.n_fft + sp.hop_length * (sp.n_frames - 1)
 
 
+@dataclass(frozen=True)
+class Spectrogram:
+    """``Tensor[B, n_samples(sp)]`` 16 kHz -> ``Tensor[B, 1, F, T]`` float32 (257 x 1004 for the paper).
+
+    A plain picklable callable, so DataLoader workers can run it too (``spectrogram.on: workers``).
+    """
+
+    sp: SpectrogramParams
+
+    def __call__(self, wave: Tensor) -> Tensor:
+        sp = self.sp
+        if sp.kind == "paper":
+            return paper_spectrogram(wave, compute_dtype=torch.float64 if sp.float64 else torch.float32)
+        return logmel_spectrogram(wave, n_mels=sp.n_mels, n_frames=sp.n_frames, n_fft=sp.n_fft,
+                                  hop_length=sp.hop_length)
+
+
 def spectrogram_fn(sp: SpectrogramParams) -> SpecFn:
-    """``Tensor[B, n_samples(sp)]`` 16 kHz -> ``Tensor[B, 1, F, T]`` float32 (257 x 1004 for the paper)."""
-    if sp.kind == "paper":
-        dtype = torch.float64 if sp.float64 else torch.float32
-        return lambda wave: paper_spectrogram(wave, compute_dtype=dtype)
-    return lambda wave: logmel_spectrogram(wave, n_mels=sp.n_mels, n_frames=sp.n_frames, n_fft=sp.n_fft,
-                                           hop_length=sp.hop_length)
+    """The spectrogram of ``sp`` as a callable (see :class:`Spectrogram`)."""
+    return Spectrogram(sp)
+
+
+def in_workers(sp: SpectrogramParams, device: torch.device) -> bool:
+    """Whether spectrograms are computed in the DataLoader workers (``on: auto``: on CPU) rather than
+    on the training device: on a CPU-only machine the workers overlap them with the training step."""
+    return sp.on == "workers" or (sp.on == "auto" and device.type != "cuda")
 
 
 def masker(sp: SpectrogramParams) -> Callable[[Tensor], Tensor] | None:
@@ -38,5 +58,4 @@ def masker(sp: SpectrogramParams) -> Callable[[Tensor], Tensor] | None:
         layers.append(torchaudio.transforms.TimeMasking(sp.time_mask, iid_masks=True))
     if not layers:
         return None
-    seq = torch.nn.Sequential(*layers)
-    return lambda spec: seq(spec)
+    return torch.nn.Sequential(*layers)

@@ -243,6 +243,7 @@ class SpectrogramParams:
     time_mask: int = 0  # SpecAugment: widest time mask in frames (0: none), training only
     freq_mask: int = 0  # widest frequency mask in bins (0: none)
     float64: bool = False  # paper kind: compute in float64 (scipy-exact) instead of float32
+    on: Literal["auto", "device", "workers"] = "auto"  # auto: the GPU when training on one, else workers
 
 
 @dataclass(frozen=True)

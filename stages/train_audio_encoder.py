@@ -101,9 +101,12 @@ def _score(row: dict | None) -> float:
 def _streams(p: AudioEncoderParams, d: distributed.Dist, seed: int, shards: Path, train_t: features.FeatureTable,
              val_t: features.FeatureTable) -> tuple[AlignStream, AlignStream]:
     n = audio_input.n_samples(p.spectrogram)
+    spec = audio_input.spectrogram_fn(p.spectrogram) if audio_input.in_workers(p.spectrogram, d.device) else None
     train = AlignStream(shard_io.shard_urls(shards, "train"), train_t, n_samples=n, batch=p.batch, rank=d.rank,
-                        world=d.world, seed=seed, shuffle_buffer=p.shuffle_buffer, split_by=p.split_by)
-    val = AlignStream(shard_io.shard_urls(shards, "val"), val_t, n_samples=n, batch=p.batch, drop_last=False)
+                        world=d.world, seed=seed, shuffle_buffer=p.shuffle_buffer, split_by=p.split_by,
+                        spec_fn=spec)
+    val = AlignStream(shard_io.shard_urls(shards, "val"), val_t, n_samples=n, batch=p.batch, drop_last=False,
+                      spec_fn=spec)
     return train, val
 
 

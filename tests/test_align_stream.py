@@ -88,3 +88,20 @@ def test_epochs_reshuffle_reproducibly(shards) -> None:
 
 def test_empty_split_gives_no_batches(tmp_path: Path) -> None:
     assert batches([], table_for(["a"])) == [[]]
+
+
+def test_spectrograms_made_in_the_workers_equal_the_device_ones(shards) -> None:
+    import torch
+
+    from pipeline import audio_input
+    from pipeline.params import SpectrogramParams
+
+    urls, table = shards
+    sp = SpectrogramParams(n_mels=16, n_frames=8, n_fft=256, hop_length=128)
+    n = audio_input.n_samples(sp)
+    fn = audio_input.spectrogram_fn(sp)
+    st = AlignStream(urls, table, n_samples=n, batch=4, spec_fn=fn)
+    for b in loader(st, 2):
+        if b["keys"]:
+            assert torch.equal(b["spec"], fn(b["wave"])) and b["spec"].shape == (len(b["keys"]), 1, 16, 8)
+    assert audio_input.in_workers(sp, torch.device("cpu")) and not audio_input.in_workers(sp, torch.device("cuda"))
