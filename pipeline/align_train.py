@@ -6,7 +6,7 @@ computes the loss of the whole batch, so the negatives of the contrastive losses
 batch's; BatchNorm statistics are global too (``models.sync_bn``). DDP averages the W identical
 per-rank objectives' gradients, which is the gradient of the one-process loss.
 
-Per step: waveforms -> device -> spectrogram (``pipeline.audio_input``) -> optional masks -> audio
+Per step: spectrogram (``pipeline.audio_input``; made in the DataLoader workers or here on the device) -> optional masks -> audio
 encoder (bfloat16 autocast on CUDA) -> loss -> optimizer step. Pairs whose audio is broken keep their
 slot but are left out of the loss (``valid``).
 """
