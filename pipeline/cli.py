@@ -11,64 +11,22 @@ from typing import Annotated
 
 import typer
 
-from pipeline.params import (DataParams, DecodeParams, GeneratorParams, ImageEncoderParams, ImagesParams,
-                             LocalizerParams, PairsParams, ParamsError, ScoreParams, scalar, section)
+from pipeline.cli_common import ParamsOpt, VideosIn, fail, require
+from pipeline.cli_stages import stage_app
+from pipeline.params import DecodeParams, ParamsError, ScoreParams, section
 
 app = typer.Typer(help="Sound2Scene: from unlabeled videos to the scene a sound comes from.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-stage_app = typer.Typer(help="Run one dvc.yaml stage (dvc.yaml calls these).", no_args_is_help=True)
 manifest_app = typer.Typer(help="Inspect Parquet manifests.", no_args_is_help=True)
 moments_app = typer.Typer(help="Look at the moments the localizer finds.", no_args_is_help=True)
 app.add_typer(stage_app, name="stage")
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(moments_app, name="moments")
 
-ParamsOpt = Annotated[Path, typer.Option("--params", help="params file (YAML)")]
-VideosIn = Annotated[Path, typer.Option(help="videos.parquet to read")]
-
-
-def fail(message: str) -> None:
-    """Print one sentence to stderr and exit with code 2."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def require(*files: Path) -> None:
-    """Fail with one sentence naming the first of ``files`` that does not exist."""
-    for f in files:
-        if not Path(f).is_file():
-            fail(f"no such file: {f}")
-
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logs")] = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-
-@stage_app.command("videos")
-def stage_videos(
-    params: ParamsOpt = Path("params.yaml"),
-    out_dir: Annotated[Path, typer.Option(help="folder for the mp4 clips")] = Path("data/videos"),
-    manifest: Annotated[Path, typer.Option(help="videos.parquet to write")] = Path("data/videos.parquet"),
-    events: Annotated[Path, typer.Option(help="events.parquet to write")] = Path("data/events.parquet"),
-    raw_dir: Annotated[Path, typer.Option(help="downloads and per-clip status records (not a DVC output)")]
-    = Path("data/raw"),
-    stats: Annotated[Path, typer.Option(help="stats summary (JSON) to write")] = Path("data/videos_stats.json"),
-    shard: Annotated[str, typer.Option(help="do part i of n of the rows (0-based), e.g. 2/8")] = "0/1",
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-) -> None:
-    """Make or fetch the videos and write videos.parquet (and events.parquet for the built-in world)."""
-    from pipeline.ingest import parse_shard
-    from stages import videos
-
-    try:
-        seed = scalar(params, "seed", int, 0)
-        data = section(params, "data", DataParams)
-        summary = videos.run(seed, data, out_dir=out_dir, manifest=manifest, events=events, raw_dir=raw_dir,
-                             stats=stats, shard=parse_shard(shard), progress=progress)
-    except (ParamsError, NotImplementedError, ValueError) as exc:
-        fail(str(exc))
-    typer.echo(f"videos: {summary['total']} clips, {summary['ok']} ok, {summary['failed']} failed")
 
 
 annotations_app = typer.Typer(help="Published frame annotations.", no_args_is_help=True)
@@ -103,73 +61,6 @@ def annotations_import(
                f"{counts['not_in_videos']} not ok in videos; {counts['clamped']} frames clamped")
 
 
-@stage_app.command("train_localizer")
-def stage_train_localizer(
-    params: ParamsOpt = Path("params.yaml"),
-    videos: VideosIn = Path("data/videos.parquet"),
-    out: Annotated[Path, typer.Option(help="checkpoint to write")] = Path("artifacts/localizer.pt"),
-) -> None:
-    """Train the sound-source localizer on the train split (or copy localizer.checkpoint)."""
-    from stages import train_localizer
-
-    try:
-        seed = scalar(params, "seed", int, 0)
-        p, d = section(params, "localizer", LocalizerParams), section(params, "decode", DecodeParams)
-        require(Path(p.checkpoint) if p.checkpoint else videos)
-        summary = train_localizer.run(seed, p, d, videos=videos, out=out)
-    except (ParamsError, ValueError) as exc:
-        fail(str(exc))
-    typer.echo(f"train_localizer: {summary}")
-
-
-@stage_app.command("score")
-def stage_score(
-    params: ParamsOpt = Path("params.yaml"),
-    videos: VideosIn = Path("data/videos.parquet"),
-    checkpoint: Annotated[Path, typer.Option(help="localizer checkpoint")] = Path("artifacts/localizer.pt"),
-    out: Annotated[Path, typer.Option(help="moments.parquet to write")] = Path("data/moments.parquet"),
-    summary: Annotated[Path, typer.Option(help="JSON summary (counts, failures, timings)")] =
-        Path("data/moments.summary.json"),
-    shard: Annotated[str, typer.Option(help="i/n: score every n-th video from the i-th")] = "0/1",
-    sheets: Annotated[Path | None, typer.Option(help="folder for score.sheets contact sheets (PNG)")] = None,
-) -> None:
-    """Score every frame against its audio window and write the top-k moments per video."""
-    from stages import score
-
-    try:
-        p, d = section(params, "score", ScoreParams), section(params, "decode", DecodeParams)
-        shard_in = score.parse_shard(shard)
-        require(videos, checkpoint)
-        result = score.run(p, d, videos=videos, checkpoint=checkpoint, out=out, summary=summary, shard=shard_in,
-                           sheets=sheets)
-    except (ParamsError, ValueError) as exc:
-        fail(str(exc))
-    typer.echo(f"score: {result['total']} videos, {result['ok']} ok, {result['failed']} failed, "
-               f"{result['skipped']} skipped ({result['videos_per_s']} videos/s)")
-
-
-@stage_app.command("pairs")
-def stage_pairs(
-    params: ParamsOpt = Path("params.yaml"),
-    videos: VideosIn = Path("data/videos.parquet"),
-    moments: Annotated[Path, typer.Option(help="moments.parquet to read")] = Path("data/moments.parquet"),
-    out: Annotated[Path, typer.Option(help="pairs.parquet to write")] = Path("data/pairs.parquet"),
-    shard_dir: Annotated[Path, typer.Option(help="folder for {split}-%06d.tar shards")] = Path("data/shards"),
-) -> None:
-    """Pick each video's frame (params: selection) and write pairs.parquet and WebDataset shards."""
-    from stages import pairs
-
-    try:
-        seed, selection = scalar(params, "seed", int, 0), scalar(params, "selection", str, "top1")
-        p, d = section(params, "pairs", PairsParams), section(params, "decode", DecodeParams)
-        require(videos, moments)
-        summary = pairs.run(selection, seed, p, d, videos=videos, moments_path=moments, out=out, shard_dir=shard_dir)
-    except (ParamsError, ValueError, OSError) as exc:
-        fail(str(exc))
-    typer.echo(f"pairs ({selection}): {summary['total']} videos, {summary['ok']} ok, {summary['failed']} failed, "
-               f"{len(summary['shards'])} shards")
-
-
 @moments_app.command("show")
 def moments_show(
     video_id: Annotated[str, typer.Argument(help="a video_id of videos.parquet")],
@@ -201,63 +92,6 @@ def moments_show(
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out)
     typer.echo(f"wrote {out}")
-@stage_app.command("images")
-def stage_images(
-    params: ParamsOpt = Path("params.yaml"),
-    videos: Annotated[Path, typer.Option(help="videos.parquet to sample")] = Path("data/videos.parquet"),
-    events: Annotated[Path, typer.Option(help="events.parquet (labels of eval frames)")] = Path("data/events.parquet"),
-    out: Annotated[Path, typer.Option(help="folder for train/eval .npy + .parquet")] = Path("data/images"),
-) -> None:
-    """Sample the unlabeled image corpus (and labelled eval frames) from the train clips or a folder."""
-    from stages import images
-
-    try:
-        summary = images.run(section(params, "images", ImagesParams), section(params, "decode", DecodeParams),
-                             videos=videos, events=events, out=out)
-    except (ParamsError, ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-    typer.echo("images: {clips} inputs, {failed} failed, {train} train images, {eval} eval images".format(**summary))
-
-
-@stage_app.command("train_image_encoder")
-def stage_train_image_encoder(
-    params: ParamsOpt = Path("params.yaml"),
-    images: Annotated[Path, typer.Option(help="the images stage's folder")] = Path("data/images"),
-    out: Annotated[Path, typer.Option(help="checkpoint to write")] = Path("artifacts/image_encoder.pt"),
-    report: Annotated[Path, typer.Option(help="health report (JSON)")] = Path("reports/image_encoder.json"),
-) -> None:
-    """Train the SwAV image encoder (or load image_encoder.checkpoint) and report k-NN accuracy."""
-    from models.checkpoint import CheckpointMismatchError
-    from stages import train_image_encoder
-
-    try:
-        summary = train_image_encoder.run(section(params, "image_encoder", ImageEncoderParams), images=images,
-                                          out=out, report=report)
-    except (ParamsError, ValueError, FileNotFoundError, CheckpointMismatchError) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    typer.echo(f"image encoder: k-NN accuracy {summary['knn_acc']}, nearest-centroid {summary['centroid_acc']}"
-               f" (random init: {summary['random_init']['knn_acc']})")
-
-
-@stage_app.command("train_generator")
-def stage_train_generator(
-    params: ParamsOpt = Path("params.yaml"),
-    encoder: Annotated[Path, typer.Option(help="the image encoder checkpoint")] = Path("artifacts/image_encoder.pt"),
-    images: Annotated[Path, typer.Option(help="the images stage's folder")] = Path("data/images"),
-    out: Annotated[Path, typer.Option(help="generator checkpoint to write")] = Path("artifacts/generator.pt"),
-    reports: Annotated[Path, typer.Option(help="folder for metrics.json and sample grids")] = Path("reports/generator"),
-) -> None:
-    """Train the IC-GAN generator on the corpus (or load generator.checkpoint); report class accuracy."""
-    from models.biggan_io import CheckpointMismatchError as GanMismatch
-    from models.checkpoint import CheckpointMismatchError
-    from stages import train_generator
-
-    try:
-        summary = train_generator.run(section(params, "generator", GeneratorParams), encoder=encoder,
-                                      images=images, out=out, reports=reports)
-    except (ParamsError, ValueError, FileNotFoundError, CheckpointMismatchError, GanMismatch) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    typer.echo(f"generator: {summary.get('steps', 0)} steps, class accuracy {summary.get('class_acc')}")
 
 
 @app.command("generate")
@@ -285,6 +119,38 @@ def generate(
     except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         fail(f"cannot read the generator {generator} (truncated or not a checkpoint: {type(exc).__name__})")
     typer.echo(f"generate: wrote {len(paths)} file(s) under {out}")
+
+
+@app.command("embed-audio")
+def embed_audio(
+    audio: Annotated[list[Path], typer.Argument(help="audio (or video) files, any rate, mono or not")],
+    checkpoint: Annotated[Path, typer.Option(help="sound2scene.pth or our audio encoder checkpoint")],
+    out: Annotated[Path, typer.Option(help=".npy to write: one float32 row per input, in input order")],
+    batch: Annotated[int, typer.Option(help="clips per forward pass")] = 16,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Audio-encoder feature of each file, as the published test.py computes it (before normalising).
+
+    A file that cannot be used gets a row of NaN and a line on stderr; the exit code is then 1.
+    """
+    from pipeline.devices import pick_device
+    from pipeline.embed_audio import embed_files
+    from pipeline.features import save_npy
+
+    if not checkpoint.is_file():
+        fail(f"no audio encoder checkpoint at {checkpoint}")
+    try:
+        feats, errors = embed_files(audio, checkpoint, batch=max(1, batch), device=pick_device(device))
+    except ValueError as exc:  # a checkpoint that does not fit, a bad device name
+        fail(str(exc))
+    save_npy(out, feats)
+    for path, err in zip(audio, errors):
+        if err:
+            typer.echo(f"warning: {path}: {err}", err=True)
+    failed = sum(bool(e) for e in errors)
+    typer.echo(f"embed-audio: {len(audio)} files, {len(audio) - failed} embedded, {failed} failed -> {out}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @manifest_app.command("show")

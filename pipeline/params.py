@@ -150,6 +150,7 @@ class PairsParams:
     jpeg_quality: int = 95
     annotations: str | None = None  # CSV (video_id, t_s) for selection=annotations
     workers: int = 2  # decode processes
+@dataclass(frozen=True)
 class ImagesParams:
     """The unlabeled image corpus (the `images` stage).
 
@@ -293,3 +294,51 @@ def scalar(path: str | Path, name: str, tp: type[T], default: T) -> T:
     """Load one top-level scalar (``seed``, ``loss``, ``selection``) with a type check."""
     data = read_yaml(path)
     return _check(data.get(name, default), tp, name)
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    """Image features of every pair, computed once by the frozen image encoder (the `embed` stage)."""
+
+    image_size: int | None = None  # None: the published input (256 then bicubic 224); else S x S
+    batch: int = 64
+    workers: int = 2
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass(frozen=True)
+class SpectrogramParams:
+    """The audio encoder's input, computed on the training device (pipeline/spectrogram.py)."""
+
+    kind: Literal["logmel", "paper"] = "logmel"  # paper: 257 x 1004 log-PSD of 10 s
+    n_mels: int = 64
+    n_frames: int = 128
+    n_fft: int = 512
+    hop_length: int = 320
+    time_mask: int = 0  # SpecAugment: widest time mask in frames (0: none), training only
+    freq_mask: int = 0  # widest frequency mask in bins (0: none)
+    float64: bool = False  # paper kind: compute in float64 (scipy-exact) instead of float32
+    on: Literal["auto", "device", "workers"] = "auto"  # auto: the GPU when training on one, else workers
+
+
+@dataclass(frozen=True)
+class AudioEncoderParams:
+    """Audio encoder and its training (the `train_audio_encoder` stage); ``checkpoint`` skips training."""
+
+    checkpoint: str | None = None  # published sound2scene.pth or our {"model","config","step"} file
+    width: int = 16  # ResNet-18 planes of the first stage (64 = paper); output dim = image feature dim
+    spectrogram: SpectrogramParams = field(default_factory=SpectrogramParams)
+    epochs: int = 20
+    max_steps: int | None = None  # stop after this many optimizer steps in total (tests, benchmarks)
+    batch: int = 64  # global batch (split over DDP ranks)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    temperature: float = 1.0
+    split_by: Literal["sample", "shard"] = "sample"  # how ranks/workers share the shards (README)
+    shuffle_buffer: int = 1000
+    workers: int = 2
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    sync_bn: bool = True  # BatchNorm statistics over the global batch under DDP
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0  # torch CPU threads per process (0: torch's default)

@@ -47,6 +47,11 @@ def encoder_input(image: ImageLike) -> Tensor:
     return F.interpolate(x, size=224, mode="bicubic", align_corners=True)[0]
 
 
+def resized_input(image: ImageLike, size: int) -> Tensor:
+    """A narrow encoder's input: PIL bilinear ``Resize((size, size))``, ImageNet mean/std, ``[3, S, S]``."""
+    return _resized_tensor(image, size, IMAGENET_MEAN, IMAGENET_STD)[0]
+
+
 def generator_target(image: ImageLike) -> Tensor:
     """The published 128 px comparison image, ``Tensor[3, 128, 128]`` in [-1, 1]."""
     x = _resized_tensor(image, 128, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))

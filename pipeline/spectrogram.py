@@ -61,6 +61,8 @@ def check_wave(wave: Tensor, lengths: Tensor | None = None) -> Tensor:
     lengths = torch.as_tensor(lengths, device=wave.device).long()
     if lengths.shape != (batch,) or bool(((lengths < 1) | (lengths > n)).any()):
         raise ValueError(f"lengths must be {batch} integers in 1..{n}, got {lengths.tolist()}")
+    if bool(torch.isfinite(wave).all()):
+        return lengths
     valid = torch.arange(n, device=wave.device) < lengths[:, None]
     bad = (~torch.isfinite(wave) & valid).any(dim=1).nonzero().flatten().tolist()
     if bad:
@@ -70,6 +72,8 @@ def check_wave(wave: Tensor, lengths: Tensor | None = None) -> Tensor:
 
 def fit_length(wave: Tensor, n_samples: int, lengths: Tensor) -> Tensor:
     """Repeat each row's first ``lengths[b]`` samples end to end and cut: ``[B, N] -> [B, n_samples]``."""
+    if wave.shape[1] == n_samples and bool((lengths == n_samples).all()):
+        return wave  # nothing to repeat or cut
     idx = torch.arange(n_samples, device=wave.device)[None, :] % lengths[:, None]
     return torch.gather(wave, 1, idx)
 
@@ -114,7 +118,7 @@ def psd_frames(x: Tensor, window: Tensor, hop: int, fs: float) -> Tensor:
     nperseg = window.shape[0]
     frames = x.unfold(-1, nperseg, hop)  # [B, T, L]
     frames = (frames - frames.mean(dim=-1, keepdim=True)) * window
-    power = torch.fft.rfft(frames, dim=-1).abs().square() / (fs * window.square().sum())
+    power = torch.view_as_real(torch.fft.rfft(frames, dim=-1)).square().sum(-1) / (fs * window.square().sum())
     last = power.shape[-1] if nperseg % 2 else power.shape[-1] - 1  # Nyquist bin is not doubled
     power[..., 1:last] *= 2.0
     return power.transpose(-1, -2)
@@ -133,7 +137,7 @@ def log_zscore(power: Tensor, *, silence_std: float = SILENCE_STD) -> Tensor:
     view = (-1,) + (1,) * (spec.ndim - 1)
     out = (spec - mean.view(view)) / (std.view(view) + STD_EPS)
     out = torch.where((std < silence_std).view(view), torch.zeros_like(out), out)
-    return out.to(power.dtype)
+    return out.to(power.dtype).contiguous()  # [B, F, T] row-major: convolutions on it are faster
 
 
 def _prepare(wave: Tensor, sr: int, n_samples: int, lengths: Tensor | None,

@@ -36,6 +36,8 @@ def set_params(root: Path, seed: int, selection: str = "top1") -> None:
     params["image_encoder"].update(steps=2, batch=8, lr=0.001, width=2, hidden_dim=16, proj_dim=8, n_prototypes=8)
     params["generator"].update(steps=2, batch=4, g_ch=4, d_ch=4, dim_z=16, shared_dim_feat=8, sample_every=2,
                                eval_frames=8)
+    params["embed"].update(batch=8, workers=0)
+    params["audio_encoder"].update(width=4, epochs=1, max_steps=2, batch=8, workers=0)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -65,6 +67,8 @@ def test_repro_runs_then_does_nothing_then_follows_the_seed(project: Path) -> No
     assert (data / "images" / "train.npy").is_file() and (project / "artifacts" / "generator.pt").is_file()
     assert (project / "reports" / "image_encoder.json").is_file()
     assert (project / "reports" / "generator" / "samples.png").is_file()
+    assert (project / "artifacts" / "audio_encoder.pt").is_file() and (data / "embeddings").is_dir()
+    assert "val_r1" in (project / "reports" / "align" / "metrics.json").read_text()
 
     again = sh("dvc", "repro", cwd=project)
     assert "didn't change, skipping" in again and "Running stage" not in again

@@ -1,0 +1,174 @@
+"""The audio-encoder training loop (paper Eq. 1-2): z_A of a sound onto z_V of its frame.
+
+One global batch per step, whatever the number of DDP ranks: each rank encodes its slice, the audio
+features are all-gathered with their gradients (``torch.distributed.nn.all_gather``) and every rank
+computes the loss of the whole batch, so the negatives of the contrastive losses are the global
+batch's; BatchNorm statistics are global too (``models.sync_bn``). DDP averages the W identical
+per-rank objectives' gradients, which is the gradient of the one-process loss.
+
+Per step: spectrogram (``pipeline.audio_input``; made in the DataLoader workers or here on the device) -> optional masks -> audio
+encoder (bfloat16 autocast on CUDA) -> loss -> optimizer step. Pairs whose audio is broken keep their
+slot but are left out of the loss (``valid``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.distributed.nn import all_gather
+from torch.nn.parallel import DistributedDataParallel
+
+from models.audio_encoder import AudioEncoder, AudioEncoderConfig
+from models.sync_bn import convert_global_bn
+from pipeline import audio_input
+from pipeline.distributed import Dist, all_true
+from pipeline.params import AudioEncoderParams
+from pipeline.retrieval import centroid_accuracy, recall_at
+
+log = logging.getLogger(__name__)
+# the autograd-aware collectives are public and work on gloo; their replacements are private
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_", category=FutureWarning)
+
+
+def build_model(p: AudioEncoderParams, embed_dim: int, d: Dist) -> tuple[AudioEncoder, nn.Module]:
+    """(the bare encoder, the module to train: DDP-wrapped under torchrun)."""
+    model = AudioEncoder(AudioEncoderConfig(width=p.width, embed_dim=embed_dim))
+    if d.world > 1 and p.sync_bn:
+        convert_global_bn(model)
+    model = model.to(d.device)
+    if d.world == 1:
+        return model, model
+    ids = [d.device.index] if d.device.type == "cuda" else None
+    return model, DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+
+
+def make_optimizer(p: AudioEncoderParams, model: nn.Module) -> torch.optim.Optimizer:
+    """Adam (paper: lr 1e-3, weight decay 1e-5) or AdamW."""
+    cls = torch.optim.Adam if p.optimizer == "adam" else torch.optim.AdamW
+    return cls(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+
+
+def gather_rows(x: Tensor, d: Dist, *, grad: bool) -> Tensor:
+    """Concatenate every rank's ``Tensor[L, ...]`` in rank order (with gradients when ``grad``)."""
+    if d.world == 1:
+        return x
+    if grad:
+        return torch.cat(all_gather(x))
+    parts = [torch.empty_like(x) for _ in range(d.world)]
+    torch.distributed.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+@dataclass
+class Step:
+    """What one training step needs besides the batch."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    spec_fn: audio_input.SpecFn
+    mask_fn: Callable[[Tensor], Tensor] | None
+    d: Dist
+    amp: bool
+
+    def autocast(self) -> Any:
+        on = self.amp and self.d.device.type == "cuda"
+        return torch.autocast(device_type=self.d.device.type, dtype=torch.bfloat16, enabled=on)
+
+    def spectrogram(self, batch: dict[str, Any]) -> Tensor:
+        """The batch's spectrograms on the device: from the workers when they made them, else made here."""
+        if "spec" in batch:
+            return batch["spec"].to(self.d.device, non_blocking=True)
+        return self.spec_fn(batch["wave"].to(self.d.device, non_blocking=True))
+
+    def __call__(self, batch: dict[str, Any]) -> float:
+        """One optimizer step on a batch ``wave [L, n], feature [L, D], valid [L]``; the global loss
+        (NaN when fewer than two pairs of the global batch are valid: the step is then a zero update)."""
+        dev = self.d.device
+        with torch.no_grad():
+            spec = self.spectrogram(batch)
+            if self.mask_fn is not None:
+                spec = self.mask_fn(spec)
+        with self.autocast():
+            z_a = self.model(spec)
+        z_a = gather_rows(z_a.float(), self.d, grad=True)
+        z_v = gather_rows(batch["feature"].to(dev, non_blocking=True), self.d, grad=False)
+        valid = gather_rows(batch["valid"].to(dev), self.d, grad=False)
+        if int(valid.sum()) < 2:  # nothing to contrast: a zero step keeps every rank in the collectives
+            loss = z_a.sum() * 0.0
+        else:
+            loss = self.loss_fn(z_a[valid], z_v[valid])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach()) if int(valid.sum()) >= 2 else float("nan")
+
+
+@dataclass
+class EpochResult:
+    losses: list[float] = field(default_factory=list)
+    samples: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+
+def train_epoch(step: Step, batches: Iterable[dict[str, Any]], *, shard_mode: bool,
+                max_steps: int | None) -> EpochResult:
+    """Run ``step`` over one epoch of batches (at most ``max_steps`` steps); losses are global."""
+    res, t0 = EpochResult(), time.perf_counter()
+    step.model.train()
+    it = iter(batches)
+    while max_steps is None or len(res.losses) < max_steps:
+        batch = next(it, None)
+        while batch is not None and len(batch["keys"]) == 0:  # a count of skipped pairs only
+            res.skipped += batch["skipped"]
+            batch = next(it, None)
+        if shard_mode and not all_true(batch is not None, step.d):
+            break  # another rank ran out of shards: everyone stops together
+        if batch is None:
+            break
+        res.skipped += batch["skipped"]
+        res.losses.append(step(batch))
+        res.samples += len(batch["keys"]) * step.d.world
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+@torch.no_grad()
+def encode(model: nn.Module, batches: Iterable[dict[str, Any]], step: Step) -> tuple[Tensor, Tensor, list[str], Tensor]:
+    """Audio features of a split, in eval mode: (z_a ``[N, D]``, z_v ``[N, D]``, keys, valid ``[N]``), CPU."""
+    model.eval()
+    za, zv, keys, valid = [], [], [], []
+    for batch in batches:
+        if not batch["keys"]:
+            continue
+        with step.autocast():
+            za.append(model(step.spectrogram(batch)).float().cpu())
+        zv.append(batch["feature"])
+        keys += batch["keys"]
+        valid.append(batch["valid"])
+    if not keys:
+        return torch.zeros(0, 1), torch.zeros(0, 1), [], torch.zeros(0, dtype=torch.bool)
+    return torch.cat(za), torch.cat(zv), keys, torch.cat(valid)
+
+
+def validate(model: nn.Module, batches: Iterable[dict[str, Any]], step: Step, *, batch: int,
+             labels: dict[str, str | None], centroids: tuple[Tensor, list[str]] | None) -> dict[str, float]:
+    """Val metrics: R@1/R@5 audio->frame feature over the whole split, loss (in batches of ``batch``),
+    nearest-class-centroid accuracy (when labels and train centroids exist), and the pair count."""
+    z_a, z_v, keys, valid = encode(model, batches, step)
+    z_a, z_v, keys = z_a[valid], z_v[valid], [k for k, ok in zip(keys, valid.tolist()) if ok]
+    recall = recall_at(z_a, z_v)
+    losses = [float(step.loss_fn(z_a[s:s + batch], z_v[s:s + batch])) for s in range(0, len(keys), batch)
+              if len(keys[s:s + batch]) > 1]
+    out = {"val_r1": recall[1], "val_r5": recall[5], "val_pairs": len(keys),
+           "val_loss": sum(losses) / len(losses) if losses else float("nan")}
+    if centroids is not None:
+        known = [i for i, k in enumerate(keys) if labels.get(k) in centroids[1]]
+        out["val_class_acc"] = centroid_accuracy(z_a[known], [labels[keys[i]] for i in known], *centroids)
+    return out

@@ -1,0 +1,207 @@
+"""Stage `train_audio_encoder`: align the audio encoder to the frozen image features (DESIGN section 5).
+
+Reads the train and val shards' audio and the ``embed`` stage's features, trains with the loss named by
+the top-level ``loss`` param, validates on the val split after every epoch and keeps the checkpoint of
+the best val R@1 at ``out``. ``last`` holds everything needed to resume (model, optimizer, epoch, the
+best state and the history); a rerun with the same settings continues from it, other settings start
+over. Metrics: ``reports/metrics.json`` (best epoch), ``epochs.csv`` and ``steps.csv`` (DVC plots).
+Run it plain or under ``torchrun --nproc_per_node N`` (same code, DDP).
+
+With ``audio_encoder.checkpoint`` set (e.g. the published ``sound2scene.pth``) nothing is trained: the
+file is loaded strictly, validated when features of its size exist, and written to ``out``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.audio_encoder import AudioEncoder
+from models.checkpoint import read_checkpoint, save_checkpoint
+from models.losses import make_loss
+from pipeline import align_train, audio_input, distributed, features, shard_io
+from pipeline.align_stream import AlignStream, loader
+from pipeline.manifests import tmp_name
+from pipeline.params import AudioEncoderParams, SpectrogramParams
+
+log = logging.getLogger(__name__)
+NOT_IN_RUN_KEY = ("epochs", "max_steps", "workers", "threads", "device")
+
+
+def run_key(p: AudioEncoderParams, loss: str, seed: int, embeddings: Path | None = None) -> dict[str, Any]:
+    """The settings (and, given ``embeddings``, the data) a resumed run must share with the checkpoint it
+    resumes from: other pairs or features (e.g. ``selection=mid``) start a fresh run."""
+    d = {k: v for k, v in dataclasses.asdict(p).items() if k not in NOT_IN_RUN_KEY}
+    if embeddings is not None:
+        digest = hashlib.sha256()
+        for f in sorted(Path(embeddings).glob("*.parquet")):
+            digest.update(f.name.encode() + f.read_bytes())
+        d["data"] = digest.hexdigest()
+    return json.loads(json.dumps({**d, "loss": loss, "seed": seed}))
+
+
+def class_centroids(table: features.FeatureTable) -> tuple[torch.Tensor, list[str]] | None:
+    """Mean image feature per label of a split (``Tensor[C, D]``, names); None without labels."""
+    names = sorted({lab for lab in table.labels if lab is not None})
+    if not names:
+        return None
+    labels = np.array([lab if lab is not None else "" for lab in table.labels])
+    rows = [np.asarray(table.features[np.flatnonzero(labels == n)]).mean(axis=0) for n in names]
+    return torch.from_numpy(np.stack(rows)).float(), names
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_reports(reports: Path, history: list[dict], steps: list[float], best: dict | None) -> None:
+    """``metrics.json`` (the best epoch's row), ``epochs.csv`` (one row per epoch), ``steps.csv``."""
+    write_text_atomic(reports / "metrics.json", json.dumps(best or {}, indent=2) + "\n")
+    if history:
+        rows = [",".join(history[0])] + [",".join(str(h[k]) for k in history[0]) for h in history]
+        write_text_atomic(reports / "epochs.csv", "\n".join(rows) + "\n")
+    write_text_atomic(reports / "steps.csv",
+                      "step,loss\n" + "".join(f"{i + 1},{v:.7g}\n" for i, v in enumerate(steps)))
+
+
+def load_resume(last: Path, key: dict) -> dict | None:
+    """The resume state at ``last`` when its run key equals ``key``; else None (logged)."""
+    if not last.is_file():
+        return None
+    state = read_checkpoint(last)
+    if state.get("run_key") != key:
+        log.info("%s was written with other settings: starting over", last)
+        return None
+    log.info("resuming from %s after epoch %d", last, state["epoch"])
+    return dict(state)
+
+
+def save_best(out: Path, model_state: dict, cfg: Any, sp: SpectrogramParams, *, step: int, **extra: Any) -> None:
+    model = AudioEncoder(cfg)
+    model.load_state_dict(model_state)
+    save_checkpoint(out, model, cfg, step=step, spectrogram=dataclasses.asdict(sp), **extra)
+
+
+def _mean(values: list[float]) -> float:
+    """Mean of the finite values (NaN marks a step without two valid pairs); NaN when there are none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _score(row: dict | None) -> float:
+    """Val R@1 for choosing the best epoch (an empty val split counts as -1, so a best exists)."""
+    r1 = -2.0 if row is None else row.get("val_r1", float("nan"))
+    return r1 if r1 == r1 else -1.0
+
+
+def _streams(p: AudioEncoderParams, d: distributed.Dist, seed: int, shards: Path, train_t: features.FeatureTable,
+             val_t: features.FeatureTable) -> tuple[AlignStream, AlignStream]:
+    n = audio_input.n_samples(p.spectrogram)
+    spec = audio_input.spectrogram_fn(p.spectrogram) if audio_input.in_workers(p.spectrogram, d.device) else None
+    train = AlignStream(shard_io.shard_urls(shards, "train"), train_t, n_samples=n, batch=p.batch, rank=d.rank,
+                        world=d.world, seed=seed, shuffle_buffer=p.shuffle_buffer, split_by=p.split_by,
+                        spec_fn=spec)
+    val = AlignStream(shard_io.shard_urls(shards, "val"), val_t, n_samples=n, batch=p.batch, drop_last=False,
+                      spec_fn=spec)
+    return train, val
+
+
+def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, shards: Path, embeddings: Path,
+           out: Path, last: Path, reports: Path) -> dict[str, Any]:
+    train_t, val_t = features.read(embeddings, "train"), features.read(embeddings, "val")
+    torch.manual_seed(seed)
+    raw, model = align_train.build_model(p, train_t.dim, d)
+    opt = align_train.make_optimizer(p, model)
+    key = run_key(p, loss, seed, embeddings)
+    state = load_resume(last, key) or {}
+    if state:
+        raw.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+    history, steps = list(state.get("history", [])), list(state.get("steps", []))
+    best_state, best = state.get("best_model"), state.get("best")
+    train_s, val_s = _streams(p, d, seed, shards, train_t, val_t)
+    step = align_train.Step(model, opt, make_loss(loss, p.temperature), audio_input.spectrogram_fn(p.spectrogram),
+                            audio_input.masker(p.spectrogram), d, p.amp)
+    centroids, labels = class_centroids(train_t), dict(zip(val_t.keys, val_t.labels))
+    pin = d.device.type == "cuda"
+    for epoch in range(state.get("epoch", -1) + 1, p.epochs):
+        left = None if p.max_steps is None else p.max_steps - len(steps)
+        if left is not None and left <= 0:
+            break
+        torch.manual_seed(seed * 7919 + epoch)  # masks: the same draws after a resume
+        train_s.epoch = epoch
+        res = align_train.train_epoch(step, loader(train_s, p.workers, pin), shard_mode=p.split_by == "shard",
+                                      max_steps=left)
+        steps += res.losses
+        if d.main:
+            row = dict(epoch=epoch + 1, step=len(steps), train_loss=_mean(res.losses),
+                       **align_train.validate(raw, loader(val_s, p.workers, pin), step, batch=p.batch,
+                                              labels=labels, centroids=centroids),
+                       train_samples_per_s=res.samples / max(res.seconds, 1e-9), skipped=res.skipped)
+            history.append(row)
+            log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
+                                                  for k, v in row.items()})
+            if _score(row) > _score(best):
+                best, best_state = row, {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
+                save_best(out, best_state, raw.config, p.spectrogram, step=len(steps), epoch=epoch + 1,
+                          val_r1=row["val_r1"], loss=loss)
+            save_checkpoint(last, raw, raw.config, step=len(steps), optimizer=opt.state_dict(), epoch=epoch,
+                            run_key=key, history=history, steps=steps, best_model=best_state, best=best)
+            write_reports(reports, history, steps, best)
+        distributed.barrier(d)
+    if d.main:  # also when a resumed run had nothing left to do: its reports are outputs too
+        write_reports(reports, history, steps, best)
+    if d.main and best_state is not None and not out.is_file():
+        save_best(out, best_state, raw.config, p.spectrogram, step=best["step"], epoch=best["epoch"],
+                  val_r1=best["val_r1"], loss=loss)
+    return dict(epochs=len(history), steps=len(steps), best=best or {}, rank=d.rank)
+
+
+def _from_checkpoint(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, shards: Path, embeddings: Path,
+                     out: Path, reports: Path) -> dict[str, Any]:
+    """Use the given weights as they are: strict load, validation when possible, written to ``out``."""
+    obj = read_checkpoint(p.checkpoint)
+    model = AudioEncoder.from_checkpoint(obj).to(d.device)
+    sp = SpectrogramParams(**obj["spectrogram"]) if "spectrogram" in obj else SpectrogramParams(kind="paper")
+    row: dict[str, Any] = {"epoch": 0, "step": int(obj.get("step", 0)), "checkpoint": str(p.checkpoint)}
+    if d.main and features.paths(embeddings, "val")[0].is_file():
+        val_t = features.read(embeddings, "val")
+        if val_t.dim == model.config.embed_dim:
+            step = align_train.Step(model, None, make_loss(loss, p.temperature), audio_input.spectrogram_fn(sp),
+                                    None, d, p.amp)
+            val_s = AlignStream(shard_io.shard_urls(shards, "val"), val_t, n_samples=audio_input.n_samples(sp),
+                                batch=p.batch, drop_last=False)
+            row.update(align_train.validate(model, loader(val_s, p.workers), step, batch=p.batch,
+                                            labels=dict(zip(val_t.keys, val_t.labels)), centroids=None))
+    if d.main:
+        save_best(out, {k: v.cpu() for k, v in model.state_dict().items()}, model.config, sp, step=row["step"],
+                  epoch=0, val_r1=row.get("val_r1", float("nan")), loss=loss)
+        write_reports(reports, [row], [], row)
+    return dict(epochs=0, steps=0, best=row, rank=d.rank)
+
+
+def run(p: AudioEncoderParams, *, loss: str, seed: int, shards: Path, embeddings: Path, out: Path, last: Path,
+        reports: Path) -> dict[str, Any]:
+    """Train (or take ``p.checkpoint``) and write ``out``, ``last`` and the reports; returns a summary
+    ``{epochs, steps, best: {epoch, val_r1, ...}, rank}`` (complete on rank 0). Under torchrun every rank calls this."""
+    d = distributed.init(p.device)
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    try:
+        if p.checkpoint:
+            return _from_checkpoint(p, d, loss=loss, shards=shards, embeddings=embeddings, out=Path(out),
+                                    reports=Path(reports))
+        return _train(p, d, loss=loss, seed=seed, shards=Path(shards), embeddings=Path(embeddings), out=Path(out),
+                      last=Path(last), reports=Path(reports))
+    finally:
+        distributed.shutdown()

@@ -1,0 +1,107 @@
+"""AlignStream: bad shards, skipped pairs, and the same global batches for any world size and workers."""
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io.wavfile
+import webdataset as wds
+
+from pipeline.align_stream import AlignStream, loader
+from pipeline.features import FeatureTable
+from pipeline.synthetic_pairs import pair_sample, write_shards
+
+
+def float_wav(wave: np.ndarray) -> bytes:
+    """Float32 WAV bytes (FLAC stores integers, so NaN samples need another container)."""
+    buf = io.BytesIO()
+    scipy.io.wavfile.write(buf, 16000, wave.astype(np.float32))
+    return buf.getvalue()
+
+
+def table_for(keys: list[str], dim: int = 4) -> FeatureTable:
+    feats = np.arange(len(keys) * dim, dtype=np.float32).reshape(len(keys), dim)
+    return FeatureTable(feats, keys, [None] * len(keys), {k: i for i, k in enumerate(keys)})
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> tuple[list[str], FeatureTable]:
+    root = tmp_path_factory.mktemp("stream")
+    keys = write_shards(root, "train", 21, per_shard=5, drop_flac=(3,))
+    with tarfile.open(root / "train-000010.tar", "w"):
+        pass  # a valid tar with no members
+    (root / "train-000011.tar").write_bytes(b"")  # zero bytes: unreadable, logged and skipped
+    rng = np.random.default_rng(0)
+    with wds.TarWriter(str(root / "train-000012.tar")) as sink:  # decodes badly / has no feature
+        sink.write(pair_sample("broken_0", "train", 0, rng, shard="x", audio=b"fLaC but broken"))
+        sink.write(pair_sample("nan_0", "train", 0, rng, shard="x", audio=float_wav(np.full(800, np.nan))))
+        sink.write(pair_sample("unknown_0", "train", 0, rng, shard="x"))
+    return sorted(str(p) for p in root.glob("*.tar")), table_for(keys + ["broken_0", "nan_0"])
+
+
+def batches(urls, table, *, world=1, workers=0, **kw) -> list[list[dict]]:
+    out = []
+    for rank in range(world):
+        st = AlignStream(urls, table, n_samples=1000, batch=4, rank=rank, world=world, **kw)
+        out.append(list(loader(st, workers)))
+    return out
+
+
+def test_bad_shards_and_pairs_have_clear_outcomes(shards, caplog) -> None:
+    urls, table = shards
+    (got,) = batches(urls, table, drop_last=False)
+    keys = [k for b in got for k in b["keys"]]
+    assert len(keys) == 22 and "train0003_0" not in keys and "unknown_0" not in keys
+    assert sum(b["skipped"] for b in got) == 2  # no .flac, no image feature
+    invalid = {k for b in got for k, ok in zip(b["keys"], b["valid"].tolist()) if not ok}
+    assert invalid == {"broken_0", "nan_0"}  # kept in place, left out of the loss
+    for b in got:
+        assert b["wave"].shape == (len(b["keys"]), 1000) and b["feature"].shape == (len(b["keys"]), 4)
+        np.testing.assert_array_equal(b["feature"][:, 0].numpy(), [table.rows[k] * 4 for k in b["keys"]])
+    assert "train-000011.tar" in caplog.text or "skipping unreadable" in caplog.text
+
+
+@pytest.mark.parametrize("world,workers", [(2, 0), (2, 2), (4, 1)])
+def test_global_batches_do_not_depend_on_world_or_workers(shards, world, workers) -> None:
+    urls, table = shards
+    (one,) = batches(urls, table, seed=5, shuffle_buffer=6)
+    many = batches(urls, table, world=world, workers=workers, seed=5, shuffle_buffer=6)
+    one = [b["keys"] for b in one if b["keys"]]
+    per_rank = [[b["keys"] for b in r if b["keys"]] for r in many]
+    assert len({len(r) for r in per_rank}) == 1  # every rank takes the same number of steps
+    merged = [sum(parts, []) for parts in zip(*per_rank)]
+    assert merged == one and len(one) == 22 // 4
+
+
+def test_epochs_reshuffle_reproducibly(shards) -> None:
+    urls, table = shards
+    st = AlignStream(urls, table, n_samples=100, batch=4, seed=1, shuffle_buffer=8)
+    first = [b["keys"] for b in st]
+    st.epoch = 1
+    second = [b["keys"] for b in st]
+    st.epoch = 0
+    assert [b["keys"] for b in st] == first != second
+
+
+def test_empty_split_gives_no_batches(tmp_path: Path) -> None:
+    assert batches([], table_for(["a"])) == [[]]
+
+
+def test_spectrograms_made_in_the_workers_equal_the_device_ones(shards) -> None:
+    import torch
+
+    from pipeline import audio_input
+    from pipeline.params import SpectrogramParams
+
+    urls, table = shards
+    sp = SpectrogramParams(n_mels=16, n_frames=8, n_fft=256, hop_length=128)
+    n = audio_input.n_samples(sp)
+    fn = audio_input.spectrogram_fn(sp)
+    st = AlignStream(urls, table, n_samples=n, batch=4, spec_fn=fn)
+    for b in loader(st, 2):
+        if b["keys"]:
+            assert torch.equal(b["spec"], fn(b["wave"])) and b["spec"].shape == (len(b["keys"]), 1, 16, 8)
+    assert audio_input.in_workers(sp, torch.device("cpu")) and not audio_input.in_workers(sp, torch.device("cuda"))

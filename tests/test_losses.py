@@ -1,0 +1,85 @@
+"""Alignment losses: hand-computed values, symmetry, the published formula, finite gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from models.losses import LOSSES, make_loss
+
+EYE = torch.eye(2)
+
+
+def published_infonce_l2(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The published InfoNCE_with_L2.loss_fn (logit_scale 1), written out."""
+    v, a = v / v.norm(dim=-1, keepdim=True), a / a.norm(dim=-1, keepdim=True)
+    d = torch.cdist(v, a, p=2)
+    gt = torch.arange(a.shape[0])
+    return (F.cross_entropy(-d, gt) + F.cross_entropy(-d.t(), gt)) / 2
+
+
+@pytest.mark.parametrize("name,temperature,expected", [
+    ("infonce", 1.0, math.log(1 + math.exp(-math.sqrt(2)))),
+    ("infonce", 0.5, math.log(1 + math.exp(-2 * math.sqrt(2)))),
+    ("infonce_cos", 1.0, math.log(1 + math.exp(-1))),
+    ("infonce_cos", 0.1, math.log(1 + math.exp(-10))),
+])
+def test_contrastive_values_by_hand(name, temperature, expected):
+    """Two orthogonal pairs: the diagonal is at distance 0 (cos 1), the rest at sqrt 2 (cos 0)."""
+    loss = make_loss(name, temperature)
+    assert loss(EYE, EYE).item() == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    # scale does not matter: features are normalised first
+    assert loss(EYE * torch.tensor([[3.0], [0.2]]), EYE * 5).item() == pytest.approx(expected, rel=1e-5, abs=1e-7)
+
+
+def test_regression_values_by_hand():
+    a, v = torch.tensor([[1.0, 2.0], [0.0, -1.0]]), torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    assert make_loss("l2")(a, v).item() == pytest.approx((1 + 4 + 1 + 4) / 4)
+    assert make_loss("l1")(a, v).item() == pytest.approx((1 + 2 + 1 + 2) / 4)
+
+
+def test_infonce_is_the_published_formula():
+    g = torch.Generator().manual_seed(0)
+    a, v = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g)
+    assert make_loss("infonce")(a, v).item() == pytest.approx(published_infonce_l2(a, v).item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_symmetric_in_audio_and_image(name):
+    g = torch.Generator().manual_seed(1)
+    a, v = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
+    loss = make_loss(name)
+    assert loss(a, v).item() == pytest.approx(loss(v, a).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_gradients_are_finite_and_correct(name):
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: make_loss(name)(x, v).double(), (a,))
+    # identical features (distance 0) still give a finite gradient
+    same = v.clone().float().requires_grad_(True)
+    make_loss(name)(same, v.float()).backward()
+    assert torch.isfinite(same.grad).all()
+
+
+def test_loss_decreases_toward_the_pairing():
+    """Moving audio rows onto their own image rows lowers every loss."""
+    g = torch.Generator().manual_seed(3)
+    v, noise = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
+    for name in LOSSES:
+        loss = make_loss(name)
+        assert loss(v + 0.1 * noise, v) < loss(v + 2.0 * noise, v), name
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown loss 'cos'"):
+        make_loss("cos")
+    with pytest.raises(ValueError, match="temperature"):
+        make_loss("infonce", 0.0)
+    with pytest.raises(ValueError, match="one shape"):
+        make_loss("infonce")(torch.zeros(2, 3), torch.zeros(3, 3))
