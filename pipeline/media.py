@@ -131,15 +131,19 @@ def nearest_pts(frame_pts: Sequence[float], times: Sequence[float]) -> np.ndarra
 _WORKER = Isolated()
 
 
+def _checked(path: str | Path, backend: str, timeout_s: float, info: Probe | None) -> Probe | str:
+    """The file's probe (``info`` when given), or a one-line error for an unknown backend or a bad file."""
+    if backend not in BACKENDS:
+        return f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})"
+    return info if info is not None else probe(path, timeout_s=timeout_s)
+
+
 def decode_frames(path: str | Path, times: Sequence[float], *, backend: str = DEFAULT_BACKEND,
                   timeout_s: float = 60.0, info: Probe | None = None) -> np.ndarray | str:
     """Frames nearest to ``times`` (seconds) as uint8 (N, H, W, 3), upright; or a one-line error."""
-    if backend not in BACKENDS:
-        return f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})"
-    if info is None:
-        info = probe(path, timeout_s=timeout_s)
-        if isinstance(info, str):
-            return info
+    info = _checked(path, backend, timeout_s, info)
+    if isinstance(info, str):
+        return info
     if not info.has_video:
         return "no video stream"
     if not info.frame_pts:
@@ -156,12 +160,9 @@ def decode_audio(path: str | Path, *, sr: int = 16000, start_s: float = 0.0, dur
                  info: Probe | None = None) -> np.ndarray | str:
     """First audio stream as mono float32 (N,) at ``sr`` Hz, from ``start_s`` for ``duration_s`` (None: to
     the end); or a one-line error. Only the requested window is decoded."""
-    if backend not in BACKENDS:
-        return f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})"
-    if info is None:
-        info = probe(path, timeout_s=timeout_s)
-        if isinstance(info, str):
-            return info
+    info = _checked(path, backend, timeout_s, info)
+    if isinstance(info, str):
+        return info
     if not info.has_audio:
         return "no audio stream"
     if backend == "decord" and info.audio_streams > 1:
