@@ -288,7 +288,8 @@ def test_cli_errors_are_one_sentence(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_dvc_exp_run_on_a_local_folder(tmp_path: Path, clips: dict[str, Path]) -> None:
-    """`dvc exp run -S data.source=local -S data.local.dir=DIR` in a fresh repo runs the pipeline's stages."""
+    """`dvc exp run videos -S data.source=local -S data.local.dir=DIR` in a fresh repo makes the manifest.
+    (Only the `videos` stage: the later stages' tiny-run settings live in tests/test_dvc.py.)"""
     import shutil
 
     project = tmp_path / "proj"
@@ -314,7 +315,7 @@ def test_dvc_exp_run_on_a_local_folder(tmp_path: Path, clips: dict[str, Path]) -
     sh("dvc", "init", "-q")
     sh("git", "add", "-A")
     sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
-    sh("dvc", "exp", "run", "-S", "data.source=local", "-S", f"data.local.dir={folder}",
+    sh("dvc", "exp", "run", "videos", "-S", "data.source=local", "-S", f"data.local.dir={folder}",
        "-S", f"data.local.labels={folder / 'labels.csv'}", "-S", "data.workers=2")
     got = rows(project)
     assert {v: (r["status"], r["label"], r["split"]) for v, r in got.items()} == {
