@@ -21,12 +21,9 @@ import torch
 import torch.nn as nn
 
 from models.biggan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from models.checkpoint import CheckpointMismatchError  # one error type for every checkpoint
 
 PathLike = str | os.PathLike[str]
-
-
-class CheckpointMismatchError(ValueError):
-    """A state dict does not fit a module: names every missing, unexpected or mis-shaped key."""
 
 
 def _mismatches(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:

@@ -158,14 +158,13 @@ def stage_train_generator(
     reports: Annotated[Path, typer.Option(help="folder for metrics.json and sample grids")] = Path("reports/generator"),
 ) -> None:
     """Train the IC-GAN generator on the corpus (or load generator.checkpoint); report class accuracy."""
-    from models.biggan_io import CheckpointMismatchError as GanMismatch
     from models.checkpoint import CheckpointMismatchError
     from stages import train_generator
 
     try:
         summary = train_generator.run(section(params, "generator", GeneratorParams), encoder=encoder,
                                       images=images, out=out, reports=reports)
-    except (ParamsError, ValueError, FileNotFoundError, CheckpointMismatchError, GanMismatch) as exc:
+    except (ParamsError, ValueError, FileNotFoundError, CheckpointMismatchError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     typer.echo(f"generator: {summary.get('steps', 0)} steps, class accuracy {summary.get('class_acc')}")
 
