@@ -190,6 +190,7 @@ class ImageEncoderParams:
     jitter: float = 0.8  # brightness / contrast / saturation strength
     hue_p: float = 0.8  # chance of an RGB channel permutation per view
     grey_p: float = 0.2  # chance of grey scale per view
+    group_size: int = 0  # frames of one clip per batch (0: independent images); needs video_id rows
     knn_k: int = 10
     threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
     seed: int = 0

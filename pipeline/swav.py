@@ -46,6 +46,7 @@ class SwavRecipe:
     hue_p: float = 0.0  # chance of an RGB channel permutation per view
     grey_p: float = 0.0  # chance of grey scale per view
     queue: int = 0  # embeddings of earlier batches added to each Sinkhorn problem (0: none)
+    group_size: int = 0  # frames per clip in a batch (0: images drawn independently)
 
 
 @torch.no_grad()
@@ -104,9 +105,25 @@ def _lr(step: int, r: SwavRecipe) -> float:
     return r.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, r.steps - warm)))
 
 
+def batch_indices(groups: np.ndarray | None, r: SwavRecipe, gen: torch.Generator, n: int) -> np.ndarray:
+    """Sorted indices of one batch: ``r.batch`` images drawn independently or, with ``r.group_size`` and
+    ``groups`` (int [N], the clip of each image), ``r.batch // r.group_size`` clips with ``group_size``
+    frames each. Frames of one clip share their scene, so the equal partition of the Sinkhorn codes over a
+    grouped batch must separate them by what changes between them (the sources), not by the scene."""
+    if not r.group_size or groups is None:
+        return np.sort(torch.randint(0, n, (r.batch,), generator=gen).numpy())
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    ends = np.r_[starts[1:], len(groups)]
+    clips = torch.randint(0, len(starts), (max(1, r.batch // r.group_size),), generator=gen).numpy()
+    u = torch.rand(len(clips), r.group_size, generator=gen).numpy()
+    idx = starts[clips, None] + (u * (ends - starts)[clips, None]).astype(int)
+    return np.sort(idx.ravel())
+
+
 def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: int = 0,
-          on_step: Callable[[int, float], None] | None = None) -> int:
+          on_step: Callable[[int, float], None] | None = None, groups: np.ndarray | None = None) -> int:
     """Train ``model`` in place on uint8 ``images`` [N, H, W, 3] from ``start_step`` to ``r.steps``;
+    ``groups`` int [N] (contiguous runs: the clip of each image) enables clip-grouped batches;
     ``on_step(step, loss)`` is called after each step. Returns the last step count."""
     gen = torch.Generator().manual_seed(r.seed + start_step)
     opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=0.9, weight_decay=r.weight_decay)
@@ -114,8 +131,7 @@ def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: in
     t0 = time.time()
     queue = torch.zeros(2, r.queue, model.config.proj_dim)
     for step in range(start_step, r.steps):
-        idx = torch.randint(0, len(images), (r.batch,), generator=gen).numpy()
-        x = to_float(images[np.sort(idx)])
+        x = to_float(images[batch_indices(groups, r, gen, len(images))])
         zs, scores = zip(*(model.swav_forward(v) for v in views(x, r, gen)))
         full = r.queue and step - start_step >= r.queue // r.batch
         queued = [queue[i] @ model.prototypes.weight.detach().t() for i in range(2)] if full else None

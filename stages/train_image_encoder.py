@@ -40,7 +40,8 @@ def recipe(p: ImageEncoderParams) -> swav.SwavRecipe:
                            temperature=p.temperature, epsilon=p.epsilon, sinkhorn_iters=p.sinkhorn_iters,
                            crop_size=p.crop_size, small_crops=p.small_crops, small_size=p.small_size,
                            freeze_prototypes_steps=p.freeze_prototypes_steps, seed=p.seed, jitter=p.jitter,
-                           hue_p=p.hue_p, grey_p=p.grey_p, queue=p.queue)
+                           hue_p=p.hue_p, grey_p=p.grey_p, queue=p.queue,
+                           group_size=p.group_size)
 
 
 def health(model: ImageEncoder, size: int, images: Path, k: int) -> dict:
@@ -75,6 +76,17 @@ def projection_spread(model: ImageEncoder, size: int, images: Path, n: int = 512
     return round(spread, 4) if np.isfinite(spread) else None  # None: the weights diverged
 
 
+def clip_groups(video_ids: list[str]) -> np.ndarray | None:
+    """int [N]: the clip of each image when the rows come in contiguous runs per clip (the `images` stage
+    writes them so); None when a clip's rows are scattered (grouped batches are then not possible)."""
+    ids = np.asarray(video_ids, dtype=object)
+    if len(ids) == 0:
+        return None
+    change = np.r_[True, ids[1:] != ids[:-1]]
+    groups = np.cumsum(change) - 1
+    return groups if len(set(ids[change])) == int(change.sum()) else None
+
+
 def _train(p: ImageEncoderParams, images: Path, out: Path) -> tuple[ImageEncoder, int]:
     cfg = ImageEncoderConfig(width=p.width, hidden_dim=p.hidden_dim, proj_dim=p.proj_dim,
                              n_prototypes=p.n_prototypes)
@@ -86,14 +98,15 @@ def _train(p: ImageEncoderParams, images: Path, out: Path) -> tuple[ImageEncoder
         model = load_model(ImageEncoder, ImageEncoderConfig, blob, official_prefix="module.", config=cfg)
         start = int(blob["step"])
         log.info("resuming SwAV from step %d (%s)", start, resume)
-    frames, _ = read_images(images, "train")
+    frames, table = read_images(images, "train")
     frames = np.ascontiguousarray(frames)
+    groups = clip_groups(table.column("video_id").to_pylist())
 
     def keep(step: int, loss: float) -> None:
         if step % 100 == 0 and step < p.steps:
             save_checkpoint(resume, model, cfg, step=step, input_size=p.crop_size)
 
-    swav.train(model, frames, recipe(p), start_step=start, on_step=keep)
+    swav.train(model, frames, recipe(p), start_step=start, on_step=keep, groups=groups)
     save_checkpoint(out, model, cfg, step=p.steps, input_size=p.crop_size)
     resume.unlink(missing_ok=True)
     return model.eval(), p.crop_size

@@ -143,3 +143,20 @@ def test_health_needs_val_and_test_frames(tmp_path: Path) -> None:
     assert stage.health(model, 32, root, 3) == {"knn_acc": None, "centroid_acc": None, "bank": 0, "queries": 0}
     full = stage.health(model, 32, write_corpus(tmp_path / "b"), 3)
     assert full["bank"] == 12 and full["queries"] == 12 and full["classes"] == ["blue", "red"]
+
+
+def test_grouped_batches_take_whole_groups_of_frames_from_one_clip() -> None:
+    groups = stage.clip_groups(["a"] * 5 + ["b"] * 3 + ["c"] * 7)
+    assert groups is not None and groups.tolist() == [0] * 5 + [1] * 3 + [2] * 7
+    r = swav.SwavRecipe(steps=1, batch=12, lr=0.1, weight_decay=0.0, temperature=0.1, epsilon=0.05,
+                        sinkhorn_iters=3, crop_size=16, small_crops=0, small_size=8,
+                        freeze_prototypes_steps=0, seed=0, group_size=4)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        idx = swav.batch_indices(groups, r, gen, len(groups))
+        assert len(idx) == 12 and list(idx) == sorted(idx)
+        counts = {int(g): int((groups[idx] == g).sum()) for g in set(groups[idx].tolist())}
+        assert all(c % 4 == 0 for c in counts.values())  # whole groups of 4 frames per drawn clip
+    assert stage.clip_groups(["a", "b", "a"]) is None  # a clip's rows scattered: no grouping
+    free = swav.batch_indices(None, r, gen, 15)
+    assert len(free) == 12 and free.max() < 15
