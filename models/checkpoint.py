@@ -82,7 +82,8 @@ def mismatches(expected: Mapping[str, Tensor], state: Mapping[str, Any], prefix:
     for ckey, value in state.items():
         key = ckey[len(prefix):] if ckey.startswith(prefix) else None
         if key is None or key not in expected:
-            problems.append(f"unexpected key {ckey!r}")
+            shape = f" (checkpoint shape {_shape(value)})" if isinstance(value, Tensor) else ""
+            problems.append(f"unexpected key {ckey!r}{shape}")
         elif not isinstance(value, Tensor):
             problems.append(f"key {ckey!r} holds {type(value).__name__}, not a tensor")
         elif value.shape != expected[key].shape:

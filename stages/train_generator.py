@@ -25,11 +25,10 @@ from torchvision.utils import save_image
 
 from models.biggan import DiscriminatorConfig, Generator, GeneratorConfig
 from models.biggan_io import load_generator, save_checkpoint
-from models.image_encoder import ImageEncoder
+from models.image_encoder import ImageEncoder, load_encoder
 from pipeline import icgan, metrics, swav
 from pipeline.image_store import labels_of, read_images
 from pipeline.params import GeneratorParams
-from stages.train_image_encoder import load_encoder
 
 log = logging.getLogger(__name__)
 
