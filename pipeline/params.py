@@ -156,11 +156,12 @@ class ImagesParams:
 
     ``source: videos`` samples every ``every``-th frame (at ``decode.fps``) of the train-split clips of
     videos.parquet; ``folder`` reads every image under ``folder`` (ImageNet-style class folders; the folder
-    names are ignored). Labelled evaluation frames (val/test clips, world only) come from events.parquet.
+    names are ignored); ``webdataset`` the image member of every sample of the shards ``webdataset`` names. Labelled evaluation frames (val/test clips, world only) come from events.parquet.
     """
 
-    source: Literal["videos", "folder"] = "videos"
+    source: Literal["videos", "folder", "webdataset"] = "videos"
     folder: str | None = None
+    webdataset: str | None = None  # shard URLs: "path/{000..009}.tar" or "pipe:CMD" (image member per sample)
     every: int = 2  # keep every k-th frame of a train clip
     size: int = 64  # stored images are size x size uint8 RGB
     eval_every: int = 3  # labelled frames: every k-th frame inside each on-screen source event

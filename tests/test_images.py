@@ -94,3 +94,62 @@ def test_writer_rejects_wrong_shapes(tmp_path: Path) -> None:
         w.add(np.zeros((1, 8, 9, 3), np.uint8), [{}])
     with pytest.raises(ValueError, match="rows"):
         w.add(np.zeros((2, 8, 8, 3), np.uint8), [{}])
+
+
+def _shard(path: Path, members: list[tuple[str, bytes]]) -> None:
+    """A tar shard holding ``members`` (name, bytes), in order (what webdataset writers make)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _encoded(colour: tuple[int, int, int], fmt: str, size: tuple[int, int] = (24, 18)) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_webdataset_source_reads_jpg_png_webp_and_counts_corrupt_images(tmp_path: Path) -> None:
+    shards = tmp_path / "wds"
+    shards.mkdir()
+    _shard(shards / "corpus-000.tar", [("a.jpg", _encoded((250, 0, 0), "JPEG")), ("a.cls", b"3"),
+                                       ("b.png", _encoded((0, 250, 0), "PNG")),
+                                       ("c.jpg", b"\xff\xd8 a broken jpeg"),
+                                       ("d.txt", b"a sample without an image is not an input")])
+    _shard(shards / "corpus-001.tar", [("e.webp", _encoded((0, 0, 250), "WEBP", (9, 40))),
+                                       ("f.seg.png", _encoded((250, 250, 0), "PNG")),
+                                       ("g.png", _encoded((0, 250, 0), "PNG")[:40])])  # truncated
+    (shards / "corpus-002.tar").write_bytes(b"not a tar file")  # an unreadable shard is logged and skipped
+    p = ImagesParams(source="webdataset", webdataset=str(shards / "corpus-{000..003}.tar"), size=8)
+    summary = images.run(p, DecodeParams(), videos=tmp_path / "none", events=tmp_path / "none", out=tmp_path / "out")
+    assert summary == {"clips": 6, "failed": 2, "train": 4, "eval": 0}
+    frames, table = read_images(tmp_path / "out", "train")
+    assert table.column("video_id").to_pylist() == ["a", "b", "e", "f"]
+    assert frames.shape == (4, 8, 8, 3)
+    centre = [tuple(int(v) for v in f[4, 4]) for f in frames]
+    assert all(abs(c - e) <= 6 for got, want in zip(centre, [(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0)])
+               for c, e in zip(got, want)), centre
+
+    # The same first shard through a pipe: command, as an object store's CLI would stream it.
+    piped = ImagesParams(source="webdataset", webdataset=f"pipe:cat {shards / 'corpus-000.tar'}", size=8)
+    summary = images.run(piped, DecodeParams(), videos=tmp_path / "none", events=tmp_path / "none",
+                         out=tmp_path / "piped")
+    assert summary == {"clips": 3, "failed": 1, "train": 2, "eval": 0}
+    assert np.array_equal(read_images(tmp_path / "piped", "train")[0], frames[:2])
+
+
+def test_webdataset_source_without_readable_images_is_an_error(tmp_path: Path) -> None:
+    _shard(tmp_path / "only-bad.tar", [("x.jpg", b"garbage")])
+    p = ImagesParams(source="webdataset", webdataset=str(tmp_path / "only-bad.tar"))
+    with pytest.raises(ValueError, match=r"image corpus is empty \(1 inputs, 1 failed\)"):
+        images.run(p, DecodeParams(), videos=tmp_path / "none", events=tmp_path / "none", out=tmp_path / "out")
+    with pytest.raises(ValueError, match="names no shards"):
+        images.run(ImagesParams(source="webdataset"), DecodeParams(), videos=tmp_path / "none",
+                   events=tmp_path / "none", out=tmp_path / "out")
