@@ -221,6 +221,8 @@ class GeneratorParams:
     sample_every: int = 100
     checkpoint_every: int = 100
     eval_frames: int = 256  # test frames used for the class-accuracy check
+    fid_every: int = 200  # FID of G_ema on the encoder's features every this many steps (0: only at the end)
+    fid_images: int = 256  # train images (and as many generated) per FID
     threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
     seed: int = 0
 

@@ -35,7 +35,7 @@ def set_params(root: Path, seed: int, selection: str = "top1") -> None:
     # The visual half trains for a handful of steps at the smallest widths.
     params["image_encoder"].update(steps=2, batch=8, lr=0.001, width=2, hidden_dim=16, proj_dim=8, n_prototypes=8)
     params["generator"].update(steps=2, batch=4, g_ch=4, d_ch=4, dim_z=16, shared_dim_feat=8, sample_every=2,
-                               eval_frames=8)
+                               eval_frames=8, fid_images=8)
     params["embed"].update(batch=8, workers=0)
     params["audio_encoder"].update(width=4, epochs=1, max_steps=2, batch=8, workers=0)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
