@@ -345,3 +345,27 @@ class AudioEncoderParams:
     sync_bn: bool = True  # BatchNorm statistics over the global batch under DDP
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch CPU threads per process (0: torch's default)
+
+
+SCALARS: dict[str, Any] = {"seed": int, "loss": Literal["infonce", "infonce_cos", "l2", "l1"],
+                           "selection": Literal["top1", "mid", "random", "annotations"]}
+SECTIONS: dict[str, type] = {"data": DataParams, "decode": DecodeParams, "localizer": LocalizerParams,
+                             "score": ScoreParams, "pairs": PairsParams, "images": ImagesParams,
+                             "image_encoder": ImageEncoderParams, "generator": GeneratorParams,
+                             "embed": EmbedParams, "audio_encoder": AudioEncoderParams}
+
+
+def load_all(path: str | Path) -> dict[str, Any]:
+    """Every top-level scalar and section of a whole params file, each strictly: {name: value or dataclass}.
+
+    An unknown top-level key is an error too (a stage only ever reads its own sections, so a misspelt
+    section would otherwise be silently ignored). A new stage registers its section in ``SECTIONS``.
+    """
+    data = read_yaml(path)
+    known = {**SCALARS, **SECTIONS}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ParamsError(f"unknown top-level key '{unknown[0]}' in {path} (known: {', '.join(sorted(known))})")
+    out: dict[str, Any] = {k: _check(data[k], tp, k) for k, tp in SCALARS.items() if k in data}
+    out.update({name: from_dict(cls, data.get(name), where=name) for name, cls in SECTIONS.items()})
+    return out
