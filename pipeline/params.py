@@ -150,13 +150,17 @@ class PairsParams:
     jpeg_quality: int = 95
     annotations: str | None = None  # CSV (video_id, t_s) for selection=annotations
     workers: int = 2  # decode processes
+
+
 @dataclass(frozen=True)
 class ImagesParams:
     """The unlabeled image corpus (the `images` stage).
 
     ``source: videos`` samples every ``every``-th frame (at ``decode.fps``) of the train-split clips of
     videos.parquet; ``folder`` reads every image under ``folder`` (ImageNet-style class folders; the folder
-    names are ignored); ``webdataset`` the image member of every sample of the shards ``webdataset`` names. Labelled evaluation frames (val/test clips, world only) come from events.parquet.
+    names are ignored); ``webdataset`` the image member of every sample of the shards ``webdataset`` names.
+    Labelled evaluation frames of val/test clips come from events.parquet (the world) or, for real videos,
+    from the clip labels.
     """
 
     source: Literal["videos", "folder", "webdataset"] = "videos"
@@ -164,7 +168,7 @@ class ImagesParams:
     webdataset: str | None = None  # shard URLs: "path/{000..009}.tar" or "pipe:CMD" (image member per sample)
     every: int = 2  # keep every k-th frame of a train clip
     size: int = 64  # stored images are size x size uint8 RGB
-    eval_every: int = 3  # labelled frames: every k-th frame inside each on-screen source event
+    eval_every: int = 3  # labelled frames: every k-th frame of each on-screen event (world) or labelled clip
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Stage `images`: the unlabeled image corpus the visual half learns from (DESIGN section 3).
 
 ``images.source: videos``: every ``images.every``-th frame (at ``decode.fps``) of each ok train-split clip
-of videos.parquet, resized to ``images.size``. With a non-empty events.parquet (the built-in world) it also
-writes labelled evaluation frames: every ``images.eval_every``-th frame inside each on-screen source event of
-the val and test clips, skipping frames where another class is drawn too. ``images.source: folder``: every
+of videos.parquet, resized to ``images.size``. It also writes labelled evaluation frames of the val and test
+clips: with a non-empty events.parquet (the built-in world) every ``images.eval_every``-th frame inside each
+on-screen source event, skipping frames where another class is drawn too; without events (real videos) every
+``images.eval_every``-th frame of each labelled clip, with the clip's label. ``images.source: folder``: every
 image under ``images.folder`` (corrupt files are skipped and counted); no evaluation frames.
 ``images.source: webdataset``: the first ``jpg``/``jpeg``/``png``/``webp`` member of every sample of the shards
 ``images.webdataset`` names (brace-expanded, ``::``-separated; local paths or ``pipe:`` commands such as
@@ -74,9 +75,12 @@ def from_videos(p: ImagesParams, d: DecodeParams, videos: Path, events: Path, ou
         if r["split"] == "train":
             times = [round(t, 6) for t in np.arange(0.0, r["duration_s"], p.every / d.fps)]
             labels: list[str | None] = [None] * len(times)
-        else:
+        elif by_clip or not r["label"]:
             pairs = eval_times(by_clip.get(r["video_id"], []), d.fps, p.eval_every)
             times, labels = [t for t, _ in pairs], [lab for _, lab in pairs]
+        else:  # real videos (no events at all): the clip's label on every eval_every-th frame
+            times = [round(t, 6) for t in np.arange(0.0, r["duration_s"], p.eval_every / d.fps)]
+            labels = [r["label"]] * len(times)
         frames = _clip_frames(manifests.resolve(videos, r["path"]), times, p, d)
         if media.is_error(frames):
             failed += 1

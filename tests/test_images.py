@@ -55,6 +55,23 @@ def test_eval_frames_are_labelled_on_screen_frames_of_val_and_test(world: Path) 
     assert frames.std() > 10
 
 
+def test_real_videos_without_events_get_eval_frames_labelled_by_their_clip(world: Path, tmp_path: Path) -> None:
+    """No events.parquet rows (a local folder, VGGSound): val/test frames carry the clip's label."""
+    empty = manifests.write([], manifests.EVENTS, tmp_path / "events.parquet")
+    summary = images.run(ImagesParams(every=3, eval_every=5), DecodeParams(), videos=world / "videos.parquet",
+                         events=empty, out=tmp_path / "images")
+    clips = {c["video_id"]: c for c in manifests.read(world / "videos.parquet").to_pylist()}
+    held_out = [c for c in clips.values() if c["split"] != "train"]
+    frames, table = read_images(tmp_path / "images", "eval")
+    rows = table.to_pylist()
+    assert summary["eval"] == len(rows) == 6 * len(held_out)  # 30 frames at 10 fps, every 5th
+    assert all(r["label"] == clips[r["video_id"]]["label"] and r["split"] == clips[r["video_id"]]["split"]
+               for r in rows)
+    assert [r["t_s"] for r in rows[:6]] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    first = held_out[0]
+    assert np.array_equal(frames[:2], media.decode_frames(world / first["path"], [0.0, 0.5]))
+
+
 def test_eval_times_skip_frames_where_another_class_is_drawn() -> None:
     ev = [dict(label="bell", on_screen=True, t_start=0.0, t_end=1.0),
           dict(label="drum", on_screen=True, t_start=0.5, t_end=1.2),
