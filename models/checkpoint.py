@@ -94,9 +94,8 @@ def mismatches(expected: Mapping[str, Tensor], state: Mapping[str, Any], prefix:
     return problems
 
 
-def load_state_strict(module: nn.Module, state: Mapping[str, Any], *, prefix: str = "",
-                      source: str = "checkpoint") -> None:
-    """Load ``state`` (keys = ``prefix`` + the module's keys) strictly into ``module``.
+def load_state_strict(module: M, state: Mapping[str, Any], *, prefix: str = "", source: str = "checkpoint") -> M:
+    """Load ``state`` (keys = ``prefix`` + the module's keys) strictly into ``module``; return ``module``.
 
     Raises:
         CheckpointMismatchError: naming each missing, unexpected or mis-shaped key with its shapes.
@@ -108,6 +107,7 @@ def load_state_strict(module: nn.Module, state: Mapping[str, Any], *, prefix: st
         raise CheckpointMismatchError(
             f"{source} does not match {type(module).__name__}: {shown}{more}")
     module.load_state_dict({k[len(prefix):]: v for k, v in state.items()}, strict=True)
+    return module
 
 
 def load_model(model_cls: Type[M], config_cls: Type[C], src: Source, *, official_prefix: str,

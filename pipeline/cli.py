@@ -107,7 +107,7 @@ def generate(
     """Draw one image per feature row with the IC-GAN generator (same inputs = same images)."""
     import pickle
 
-    from models.biggan_io import CheckpointMismatchError
+    from models.checkpoint import CheckpointMismatchError
     from pipeline import generate as gen
 
     if not generator.exists():

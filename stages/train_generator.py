@@ -26,7 +26,8 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 from models.biggan import DiscriminatorConfig, Generator, GeneratorConfig
-from models.biggan_io import load_generator, save_checkpoint
+from models.biggan_io import load_generator
+from models.checkpoint import save_checkpoint
 from models.image_encoder import ImageEncoder, load_encoder
 from pipeline import icgan, metrics, swav
 from pipeline.fid import EncoderFeatures, FidCurve, write_csv
@@ -149,7 +150,8 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
         fids.append({"step": trainer.steps, "fid": fid.score(trainer.G_ema)})
     write_csv(reports / "fid.csv", fids)
     check.grid(trainer.G_ema, reports / "samples.png")
-    save_checkpoint(out, trainer.G_ema, trainer.steps, feature_dim=feats.shape[1], encoder_input_size=size)
+    save_checkpoint(out, trainer.G_ema, trainer.G_ema.cfg, step=trainer.steps, feature_dim=feats.shape[1],
+                    encoder_input_size=size)
     resume.unlink(missing_ok=True)
     return trainer.G_ema, {"trained": True, "steps": trainer.steps, "seconds": round(seconds, 1),
                            "s_per_step": round(seconds / max(1, trainer.steps), 3), "resumed_at": start,
@@ -167,7 +169,7 @@ def run(p: GeneratorParams, *, encoder: Path, images: Path, out: Path, reports: 
     enc, size = load_encoder(encoder)
     if p.checkpoint:
         G = load_generator(p.checkpoint)
-        save_checkpoint(out, G, 0)
+        save_checkpoint(out, G, G.cfg, step=0)
         summary: dict = {"trained": False, "checkpoint": p.checkpoint, "resolution": G.cfg.resolution}
         if G.cfg.feat_dim == enc.out_dim:
             check = ClassCheck(enc, size, images, p.eval_frames, G.dim_z, p.seed)
