@@ -38,7 +38,7 @@ from pipeline.distributed import Dist
 from pipeline.features import FeatureTable
 from pipeline.params import AudioEncoderParams, SpectrogramParams
 from pipeline.synthetic_pairs import write_shards
-from stages.embed import image_tensor
+from pipeline.preprocess import encoder_tensor
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class PublishedStyle(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.samples[i]
-        img = image_tensor(shard_io.decode_image_bytes(s["jpg"]), self.size.image_input)
+        img = encoder_tensor(shard_io.decode_image_bytes(s["jpg"]), self.size.image_input)
         wave = shard_io.decode_audio_bytes(s["flac"]).astype(np.float64)
         if self.size.spec.kind == "paper":
             x = np.clip(np.tile(wave, 10)[:160000], -1.0, 1.0)

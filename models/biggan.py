@@ -2,7 +2,8 @@
 
 The modules reproduce the published ``BigGAN_PyTorch/BigGAN.py`` of facebookresearch/ic_gan: same
 state-dict key names, shapes and order, and the same forward pass, so a published ``G_ema_best0.pth``
-loads strictly and draws the same images. Loading and saving live in :mod:`models.biggan_io`.
+loads strictly and draws the same images. Loading lives in :mod:`models.biggan_io`, saving in
+:mod:`models.checkpoint`.
 
 Generator: z [B, dim_z] is split into ``len(blocks) + 1`` chunks (hierarchical z); the first feeds the
 linear layer, each other one is concatenated to the condition of one residual block. The condition is the

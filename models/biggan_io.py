@@ -1,4 +1,4 @@
-"""Loading and saving IC-GAN / BigGAN models: published files and this project's checkpoints.
+"""Loading IC-GAN / BigGAN models: published files and this project's checkpoints.
 
 Published layout (facebookresearch/ic_gan): a folder such as ``icgan_biggan_imagenet_res128/`` holding
 ``G_ema_best0.pth`` / ``G_best0.pth`` / ``D_best0.pth`` (plain state dicts) and ``state_dict_best0.pth``
@@ -6,12 +6,13 @@ Published layout (facebookresearch/ic_gan): a folder such as ``icgan_biggan_imag
 (``G_activation`` / ``D_activation``, ``torch.nn.ReLU``) inside ``config``, so that one class is
 allow-listed when the file is read with ``weights_only=True``; nothing else is.
 
-Own format: ``{"model": state_dict, "config": dataclasses.asdict(cfg), "step": n}``.
+Own format: ``{"model": state_dict, "config": dataclasses.asdict(cfg), "step": n}``, written by
+:func:`models.checkpoint.save_checkpoint`; every state dict is loaded by :func:`models.checkpoint.load_state_strict`
+(one strict loader and one error type, :class:`CheckpointMismatchError`, for every checkpoint of the project).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from pathlib import Path
@@ -21,41 +22,9 @@ import torch
 import torch.nn as nn
 
 from models.biggan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
-from models.checkpoint import CheckpointMismatchError  # one error type for every checkpoint
+from models.checkpoint import config_from_dict, load_state_strict
 
 PathLike = str | os.PathLike[str]
-
-
-def _mismatches(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
-    expected = module.state_dict()
-    problems = []
-    for key, value in expected.items():
-        if key not in state:
-            problems.append(f"missing key {key!r} (model shape {list(value.shape)})")
-        elif tuple(state[key].shape) != tuple(value.shape):
-            problems.append(
-                f"key {key!r} has shape {list(state[key].shape)} in the checkpoint"
-                f" but {list(value.shape)} in the model"
-            )
-    for key, value in state.items():
-        if key not in expected:
-            problems.append(f"unexpected key {key!r} (checkpoint shape {list(value.shape)})")
-    return problems
-
-
-def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Copy ``state`` into ``module``; every key must be present with the same shape, and no extra key.
-
-    Raises CheckpointMismatchError naming each offending key and both shapes.
-    """
-    problems = _mismatches(module, state)
-    if problems:
-        name = type(module).__name__
-        raise CheckpointMismatchError(
-            f"checkpoint does not fit {name} ({len(problems)} problem(s)): " + "; ".join(problems)
-        )
-    module.load_state_dict(state, strict=True)
-    return module
 
 
 def _load(path: PathLike) -> Any:
@@ -81,27 +50,14 @@ def generator_from_published(folder: PathLike, suffix: str = "best0", use_ema: b
     """
     cfg = GeneratorConfig.from_icgan_config(load_published_config(folder, suffix))
     weights = Path(folder) / f"{'G_ema' if use_ema else 'G'}_{suffix}.pth"
-    generator = Generator(cfg, skip_init=True)
-    load_state_strict(generator, _load(weights))
-    return generator.eval()
+    return load_state_strict(Generator(cfg, skip_init=True), _load(weights), source=str(weights)).eval()
 
 
 def discriminator_from_published(folder: PathLike, suffix: str = "best0") -> Discriminator:
     """Build the published discriminator of ``folder`` (``D_<suffix>.pth``)."""
     cfg = DiscriminatorConfig.from_icgan_config(load_published_config(folder, suffix))
-    discriminator = Discriminator(cfg, skip_init=True)
-    load_state_strict(discriminator, _load(Path(folder) / f"D_{suffix}.pth"))
-    return discriminator
-
-
-def save_checkpoint(path: PathLike, model: Generator | Discriminator, step: int, **extra: Any) -> None:
-    """Write ``{"model", "config", "step", **extra}`` to ``path`` through a temporary name."""
-    path = Path(path)
-    blob = {"model": model.state_dict(), "config": dataclasses.asdict(model.cfg), "step": int(step)}
-    blob.update(extra)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    weights = Path(folder) / f"D_{suffix}.pth"
+    return load_state_strict(Discriminator(cfg, skip_init=True), _load(weights), source=str(weights))
 
 
 def _published_sibling_config(path: Path) -> dict[str, Any] | None:
@@ -125,7 +81,7 @@ def load_generator(path: PathLike, config: GeneratorConfig | None = None) -> Gen
         return generator_from_published(path)
     blob = _load(path)
     if isinstance(blob, dict) and "model" in blob and "config" in blob:
-        state, cfg = blob["model"], config or GeneratorConfig(**blob["config"])
+        state, cfg = blob["model"], config or config_from_dict(GeneratorConfig, blob["config"])
     else:
         published = _published_sibling_config(path)
         if config is None and published is None:
@@ -135,6 +91,4 @@ def load_generator(path: PathLike, config: GeneratorConfig | None = None) -> Gen
             )
         state = blob
         cfg = config or GeneratorConfig.from_icgan_config(published)  # type: ignore[arg-type]
-    generator = Generator(cfg, skip_init=True)
-    load_state_strict(generator, state)
-    return generator.eval()
+    return load_state_strict(Generator(cfg, skip_init=True), state, source=str(path)).eval()

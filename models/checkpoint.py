@@ -82,7 +82,8 @@ def mismatches(expected: Mapping[str, Tensor], state: Mapping[str, Any], prefix:
     for ckey, value in state.items():
         key = ckey[len(prefix):] if ckey.startswith(prefix) else None
         if key is None or key not in expected:
-            problems.append(f"unexpected key {ckey!r}")
+            shape = f" (checkpoint shape {_shape(value)})" if isinstance(value, Tensor) else ""
+            problems.append(f"unexpected key {ckey!r}{shape}")
         elif not isinstance(value, Tensor):
             problems.append(f"key {ckey!r} holds {type(value).__name__}, not a tensor")
         elif value.shape != expected[key].shape:
@@ -93,9 +94,8 @@ def mismatches(expected: Mapping[str, Tensor], state: Mapping[str, Any], prefix:
     return problems
 
 
-def load_state_strict(module: nn.Module, state: Mapping[str, Any], *, prefix: str = "",
-                      source: str = "checkpoint") -> None:
-    """Load ``state`` (keys = ``prefix`` + the module's keys) strictly into ``module``.
+def load_state_strict(module: M, state: Mapping[str, Any], *, prefix: str = "", source: str = "checkpoint") -> M:
+    """Load ``state`` (keys = ``prefix`` + the module's keys) strictly into ``module``; return ``module``.
 
     Raises:
         CheckpointMismatchError: naming each missing, unexpected or mis-shaped key with its shapes.
@@ -107,6 +107,7 @@ def load_state_strict(module: nn.Module, state: Mapping[str, Any], *, prefix: st
         raise CheckpointMismatchError(
             f"{source} does not match {type(module).__name__}: {shown}{more}")
     module.load_state_dict({k[len(prefix):]: v for k, v in state.items()}, strict=True)
+    return module
 
 
 def load_model(model_cls: Type[M], config_cls: Type[C], src: Source, *, official_prefix: str,

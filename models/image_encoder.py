@@ -10,13 +10,14 @@ that ``swav_800ep_pretrain.pth.tar`` (keys ``module.*``) loads strictly and SwAV
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.models.resnet import Bottleneck
 
-from models.checkpoint import FromCheckpoint
+from models.checkpoint import FromCheckpoint, Source, load_model, read_checkpoint
 from models.resnet import RESNET50_LAYERS, ResNetTrunk
 
 
@@ -71,3 +72,18 @@ class ImageEncoder(ResNetTrunk, FromCheckpoint):
         """Rescale every prototype vector to unit norm, in place (SwAV does this each step)."""
         w = self.prototypes.weight
         w.copy_(F.normalize(w, dim=1, p=2))
+
+
+PUBLISHED_INPUT = 224  # the published input: Resize((256, 256)), then bicubic to 224
+
+
+def load_encoder(src: Source) -> tuple[ImageEncoder, int]:
+    """(encoder in eval mode, input size) from our checkpoint or a published SwAV file, strictly.
+
+    Our checkpoints store ``input_size`` (the square images are resized to; 224 = the published input);
+    a published file has no such key and gets 224.
+    """
+    blob: Mapping[str, Any] = read_checkpoint(src)
+    model = load_model(ImageEncoder, ImageEncoderConfig, blob, official_prefix=ImageEncoder.official_prefix)
+    size = int(blob.get("input_size", PUBLISHED_INPUT)) if "model" in blob else PUBLISHED_INPUT
+    return model.eval(), size

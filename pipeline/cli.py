@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli_common import ParamsOpt, VideosIn, fail, require
+from pipeline.cli_common import DeviceOpt, ParamsOpt, RowsOut, VideosIn, fail, require
 from pipeline.cli_stages import stage_app
 from pipeline.params import DecodeParams, ParamsError, ScoreParams, section
 
@@ -107,7 +107,7 @@ def generate(
     """Draw one image per feature row with the IC-GAN generator (same inputs = same images)."""
     import pickle
 
-    from models.biggan_io import CheckpointMismatchError
+    from models.checkpoint import CheckpointMismatchError
     from pipeline import generate as gen
 
     if not generator.exists():
@@ -125,9 +125,9 @@ def generate(
 def embed_audio(
     audio: Annotated[list[Path], typer.Argument(help="audio (or video) files, any rate, mono or not")],
     checkpoint: Annotated[Path, typer.Option(help="sound2scene.pth or our audio encoder checkpoint")],
-    out: Annotated[Path, typer.Option(help=".npy to write: one float32 row per input, in input order")],
+    out: RowsOut,
     batch: Annotated[int, typer.Option(help="clips per forward pass")] = 16,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Audio-encoder feature of each file, as the published test.py computes it (before normalising).
 
@@ -151,6 +151,32 @@ def embed_audio(
     typer.echo(f"embed-audio: {len(audio)} files, {len(audio) - failed} embedded, {failed} failed -> {out}")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("embed-image")
+def embed_image(
+    images: Annotated[list[Path], typer.Argument(help="image files (anything PIL reads)")],
+    checkpoint: Annotated[Path, typer.Option(help="published swav.pth.tar or our image_encoder.pt")],
+    out: RowsOut,
+    batch: Annotated[int, typer.Option(help="images per forward pass")] = 32,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Image-encoder feature of each image, with the published preprocessing for published weights."""
+    if not checkpoint.is_file():  # before torch is imported: these answers come at once
+        fail(f"no image encoder checkpoint at {checkpoint}")
+    for path in images:
+        if not path.is_file():
+            fail(f"no such image: {path}")
+    from pipeline.devices import pick_device
+    from pipeline.embed_image import EmbedImageError, embed_files
+    from pipeline.features import save_npy
+
+    try:
+        feats = embed_files(images, checkpoint, batch=max(1, batch), device=pick_device(device))
+    except (EmbedImageError, ValueError) as exc:
+        fail(str(exc))
+    save_npy(out, feats)
+    typer.echo(f"embed-image: {len(images)} images, features {feats.shape[1]}-d -> {out}")
 
 
 @manifest_app.command("show")

@@ -8,6 +8,8 @@ import typer
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file (YAML)")]
 VideosIn = Annotated[Path, typer.Option(help="videos.parquet to read")]
+RowsOut = Annotated[Path, typer.Option("--out", help=".npy to write: one float32 row per input, in input order")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
 
 
 def fail(message: str) -> None:

@@ -150,20 +150,25 @@ class PairsParams:
     jpeg_quality: int = 95
     annotations: str | None = None  # CSV (video_id, t_s) for selection=annotations
     workers: int = 2  # decode processes
+
+
 @dataclass(frozen=True)
 class ImagesParams:
     """The unlabeled image corpus (the `images` stage).
 
     ``source: videos`` samples every ``every``-th frame (at ``decode.fps``) of the train-split clips of
     videos.parquet; ``folder`` reads every image under ``folder`` (ImageNet-style class folders; the folder
-    names are ignored). Labelled evaluation frames (val/test clips, world only) come from events.parquet.
+    names are ignored); ``webdataset`` the image member of every sample of the shards ``webdataset`` names.
+    Labelled evaluation frames of val/test clips come from events.parquet (the world) or, for real videos,
+    from the clip labels.
     """
 
-    source: Literal["videos", "folder"] = "videos"
+    source: Literal["videos", "folder", "webdataset"] = "videos"
     folder: str | None = None
+    webdataset: str | None = None  # shard URLs: "path/{000..009}.tar" or "pipe:CMD" (image member per sample)
     every: int = 2  # keep every k-th frame of a train clip
     size: int = 64  # stored images are size x size uint8 RGB
-    eval_every: int = 3  # labelled frames: every k-th frame inside each on-screen source event
+    eval_every: int = 3  # labelled frames: every k-th frame of each on-screen event (world) or labelled clip
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,8 @@ class GeneratorParams:
     sample_every: int = 100
     checkpoint_every: int = 100
     eval_frames: int = 256  # test frames used for the class-accuracy check
+    fid_every: int = 200  # FID of G_ema on the encoder's features every this many steps (0: only at the end)
+    fid_images: int = 256  # train images (and as many generated) per FID
     threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
     seed: int = 0
 
@@ -343,3 +350,27 @@ class AudioEncoderParams:
     sync_bn: bool = True  # BatchNorm statistics over the global batch under DDP
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch CPU threads per process (0: torch's default)
+
+
+SCALARS: dict[str, Any] = {"seed": int, "loss": Literal["infonce", "infonce_cos", "l2", "l1"],
+                           "selection": Literal["top1", "mid", "random", "annotations"]}
+SECTIONS: dict[str, type] = {"data": DataParams, "decode": DecodeParams, "localizer": LocalizerParams,
+                             "score": ScoreParams, "pairs": PairsParams, "images": ImagesParams,
+                             "image_encoder": ImageEncoderParams, "generator": GeneratorParams,
+                             "embed": EmbedParams, "audio_encoder": AudioEncoderParams}
+
+
+def load_all(path: str | Path) -> dict[str, Any]:
+    """Every top-level scalar and section of a whole params file, each strictly: {name: value or dataclass}.
+
+    An unknown top-level key is an error too (a stage only ever reads its own sections, so a misspelt
+    section would otherwise be silently ignored). A new stage registers its section in ``SECTIONS``.
+    """
+    data = read_yaml(path)
+    known = {**SCALARS, **SECTIONS}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ParamsError(f"unknown top-level key '{unknown[0]}' in {path} (known: {', '.join(sorted(known))})")
+    out: dict[str, Any] = {k: _check(data[k], tp, k) for k, tp in SCALARS.items() if k in data}
+    out.update({name: from_dict(cls, data.get(name), where=name) for name, cls in SECTIONS.items()})
+    return out

@@ -52,6 +52,12 @@ def resized_input(image: ImageLike, size: int) -> Tensor:
     return _resized_tensor(image, size, IMAGENET_MEAN, IMAGENET_STD)[0]
 
 
+def encoder_tensor(image: ImageLike, size: int | None) -> Tensor:
+    """An image encoder's input ``Tensor[3, S, S]``: the published one (S = 224) when ``size`` is None,
+    else :func:`resized_input` at ``size``."""
+    return encoder_input(image) if size is None else resized_input(image, size)
+
+
 def generator_target(image: ImageLike) -> Tensor:
     """The published 128 px comparison image, ``Tensor[3, 128, 128]`` in [-1, 1]."""
     x = _resized_tensor(image, 128, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))

@@ -13,7 +13,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -24,15 +24,10 @@ from pipeline import features, shard_io
 from pipeline.devices import pick_device
 from pipeline.manifests import tmp_name
 from pipeline.params import EmbedParams
-from pipeline.preprocess import encoder_input, resized_input
+from pipeline.preprocess import encoder_tensor
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
-
-
-def image_tensor(image: Any, size: int | None) -> Tensor:
-    """PIL image -> encoder input ``Tensor[3, S, S]``: published (S = 224) when ``size`` is None."""
-    return encoder_input(image) if size is None else resized_input(image, size)
 
 
 @dataclass
@@ -61,7 +56,7 @@ class FrameStream(IterableDataset):
             if isinstance(image, str):
                 yield Frame(key, label, None, image)
             else:
-                yield Frame(key, label, image_tensor(image, self.size))
+                yield Frame(key, label, encoder_tensor(image, self.size))
 
 
 def _collate(frames: list[Frame]) -> list[Frame]:

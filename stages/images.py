@@ -1,29 +1,38 @@
 """Stage `images`: the unlabeled image corpus the visual half learns from (DESIGN section 3).
 
 ``images.source: videos``: every ``images.every``-th frame (at ``decode.fps``) of each ok train-split clip
-of videos.parquet, resized to ``images.size``. With a non-empty events.parquet (the built-in world) it also
-writes labelled evaluation frames: every ``images.eval_every``-th frame inside each on-screen source event of
-the val and test clips, skipping frames where another class is drawn too. ``images.source: folder``: every
+of videos.parquet, resized to ``images.size``. It also writes labelled evaluation frames of the val and test
+clips: with a non-empty events.parquet (the built-in world) every ``images.eval_every``-th frame inside each
+on-screen source event, skipping frames where another class is drawn too; without events (real videos) every
+``images.eval_every``-th frame of each labelled clip, with the clip's label. ``images.source: folder``: every
 image under ``images.folder`` (corrupt files are skipped and counted); no evaluation frames.
+``images.source: webdataset``: the first ``jpg``/``jpeg``/``png``/``webp`` member of every sample of the shards
+``images.webdataset`` names (brace-expanded, ``::``-separated; local paths or ``pipe:`` commands such as
+``pipe:aws s3 cp s3://bucket/train-{000..099}.tar -``); corrupt images are skipped and counted, unreadable
+shards logged and skipped; no evaluation frames. The shards are read where they are (not a DVC dependency).
 
 Writes ``<out>/train.npy|parquet`` and ``<out>/eval.npy|parquet`` (:mod:`pipeline.image_store`).
 """
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 from pathlib import Path
+from typing import IO, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+from webdataset.shardlists import expand_urls
 
-from pipeline import manifests, media
+from pipeline import manifests, media, shard_io
 from pipeline.image_store import ImageWriter
 from pipeline.params import DecodeParams, ImagesParams
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
+SHARD_IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
 
 
 def _resize(frames: np.ndarray, size: int) -> np.ndarray:
@@ -66,9 +75,12 @@ def from_videos(p: ImagesParams, d: DecodeParams, videos: Path, events: Path, ou
         if r["split"] == "train":
             times = [round(t, 6) for t in np.arange(0.0, r["duration_s"], p.every / d.fps)]
             labels: list[str | None] = [None] * len(times)
-        else:
+        elif by_clip or not r["label"]:
             pairs = eval_times(by_clip.get(r["video_id"], []), d.fps, p.eval_every)
             times, labels = [t for t, _ in pairs], [lab for _, lab in pairs]
+        else:  # real videos (no events at all): the clip's label on every eval_every-th frame
+            times = [round(t, 6) for t in np.arange(0.0, r["duration_s"], p.eval_every / d.fps)]
+            labels = [r["label"]] * len(times)
         frames = _clip_frames(manifests.resolve(videos, r["path"]), times, p, d)
         if media.is_error(frames):
             failed += 1
@@ -86,18 +98,43 @@ def from_folder(p: ImagesParams, out: Path) -> dict:
     if not root.is_dir():
         raise ValueError(f"images.folder {str(root)!r} is not a folder")
     files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    named = ((f.relative_to(root).as_posix(), f) for f in files)
+    return _store(tqdm(named, desc="images", unit="image", total=len(files)), p, out)
+
+
+def from_webdataset(p: ImagesParams, out: Path) -> dict:
+    """The first image member of every sample of the ``p.webdataset`` shards, in shard order."""
+    urls = expand_urls(p.webdataset or "")
+    if not urls or not any(u.strip() for u in urls):
+        raise ValueError("images.source is webdataset but images.webdataset names no shards")
+
+    def named() -> Iterator[tuple[str, IO[bytes] | str]]:
+        for s in shard_io.read_samples(urls, SHARD_IMAGE_MEMBERS):
+            # "KEY.jpg", or "KEY.x.jpg" (webdataset's suffix is all after the key's first dot)
+            member = next(k for k in s if not k.startswith("__") and k.rsplit(".", 1)[-1] in SHARD_IMAGE_MEMBERS)
+            yield s["__key__"], io.BytesIO(s[member]) if s[member] else "empty member"
+
+    return _store(tqdm(named(), desc="images", unit="image"), p, out)
+
+
+def _store(named: Iterable[tuple[str, Path | IO[bytes] | str]], p: ImagesParams, out: Path) -> dict:
+    """Decode each (id, file or error) to RGB ``p.size`` x ``p.size`` into the train corpus; corrupt ones
+    are logged, skipped and counted."""
     train, evals = ImageWriter(out, "train", p.size), ImageWriter(out, "eval", p.size)
-    failed = 0
-    for f in tqdm(files, desc="images", unit="image"):
+    total = failed = 0
+    for name, src in named:
+        total += 1
         try:
-            with Image.open(f) as im:
+            if isinstance(src, str):
+                raise ValueError(src)
+            with Image.open(src) as im:
                 arr = np.asarray(im.convert("RGB").resize((p.size, p.size), Image.BILINEAR))
         except Exception as exc:  # PIL raises many types for corrupt files
             failed += 1
-            log.warning("image %s skipped: %s", f, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            log.warning("image %s skipped: %s", name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             continue
-        train.add(arr[None], [dict(video_id=f.relative_to(root).as_posix(), split="train", t_s=0.0, label=None)])
-    return dict(clips=len(files), failed=failed, train=train.close(), eval=evals.close())
+        train.add(arr[None], [dict(video_id=name, split="train", t_s=0.0, label=None)])
+    return dict(clips=total, failed=failed, train=train.close(), eval=evals.close())
 
 
 def run(p: ImagesParams, d: DecodeParams, *, videos: Path, events: Path, out: Path) -> dict:
@@ -105,7 +142,10 @@ def run(p: ImagesParams, d: DecodeParams, *, videos: Path, events: Path, out: Pa
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
-    summary = from_videos(p, d, videos, events, out) if p.source == "videos" else from_folder(p, out)
+    if p.source == "videos":
+        summary = from_videos(p, d, videos, events, out)
+    else:
+        summary = from_folder(p, out) if p.source == "folder" else from_webdataset(p, out)
     if summary["train"] == 0:
         shutil.rmtree(out, ignore_errors=True)
         raise ValueError(f"the image corpus is empty ({summary['clips']} inputs, {summary['failed']} failed)")

@@ -1,8 +1,10 @@
 """Stage `train_generator`: IC-GAN on the BigGAN backbone, conditioned on the frozen image encoder's features.
 
 Writes ``artifacts/generator.pt`` (``{"model": EMA G, "config", "step", ...}``, loadable by
-``models.biggan_io.load_generator``), ``reports/generator/metrics.json`` (class-accuracy curve, timing) and
-sample grids ``reports/generator/step_XXXXXX.png`` / ``samples.png`` (each row: a real test frame, then
+``models.biggan_io.load_generator``), ``reports/generator/metrics.json`` (class-accuracy curve, timing),
+``reports/generator/fid.csv`` (``step,fid``: every ``fid_every`` steps and at the end, FID of G_ema's images
+for ``fid_images`` train instances against those real images, on the image encoder's features; a DVC plot)
+and sample grids ``reports/generator/step_XXXXXX.png`` / ``samples.png`` (each row: a real test frame, then
 G_ema's images for its feature and several noises). ``generator.checkpoint`` naming a published folder or
 one of our files skips training. Class accuracy: the generated image's class is the nearest class centroid
 (val eval frames) in the encoder's feature space; it should equal the conditioning test frame's class.
@@ -24,12 +26,13 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 from models.biggan import DiscriminatorConfig, Generator, GeneratorConfig
-from models.biggan_io import load_generator, save_checkpoint
-from models.image_encoder import ImageEncoder
+from models.biggan_io import load_generator
+from models.checkpoint import save_checkpoint
+from models.image_encoder import ImageEncoder, load_encoder
 from pipeline import icgan, metrics, swav
+from pipeline.fid import EncoderFeatures, FidCurve, write_csv
 from pipeline.image_store import labels_of, read_images
 from pipeline.params import GeneratorParams
-from stages.train_image_encoder import load_encoder
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class ClassCheck:
         test = test[np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int)]
         feats = swav.embed(encoder, frames[np.concatenate([val, test])], size=size)
         y = torch.as_tensor(labels)
-        self.encoder, self.size = encoder, size
+        self.features = EncoderFeatures(encoder, size)
         self.feats, self.labels, self.frames = feats[len(val):], y[test], np.asarray(frames[test])
         self.z = torch.randn(len(test), dim_z, generator=torch.Generator().manual_seed(seed))
         self.cents = metrics.centroids(feats[: len(val)], y[val], len(self.classes)) if self.ok else None
@@ -72,11 +75,7 @@ class ClassCheck:
 
     def classify(self, images: Tensor) -> Tensor:
         """Nearest-centroid class ``[N]`` of images ``[N, 3, R, R]`` in [-1, 1]."""
-        x = F.interpolate((images + 1) / 2, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        self.encoder.eval()
-        with torch.no_grad():
-            f = torch.cat([F.normalize(self.encoder(swav.normalise(x[s:s + 128])), dim=1)
-                           for s in range(0, len(x), 128)])
+        f = torch.cat([F.normalize(self.features(images[s:s + 128]), dim=1) for s in range(0, len(images), 128)])
         return metrics.nearest_centroid(f, self.cents)
 
     def accuracy(self, G: Generator) -> float | None:
@@ -115,14 +114,16 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
     g_cfg, d_cfg = configs(p, feats.shape[1])
     trainer, check = icgan.Trainer(g_cfg, d_cfg, recipe(p)), ClassCheck(encoder, size, images, p.eval_frames,
                                                                         g_cfg.dim_z, p.seed)
-    resume, curve, seconds = out.with_name(out.name + ".resume"), [], 0.0
+    fid = FidCurve(check.features, read_images(images, "train")[0], p.resolution, p.fid_images, g_cfg.dim_z,
+                   p.seed + 1)
+    resume, curve, fids, seconds = out.with_name(out.name + ".resume"), [], [], 0.0
     blob = torch.load(resume, map_location="cpu", weights_only=True) if resume.is_file() else None
     if blob is not None and blob["config"] != dataclasses.asdict(g_cfg):
         log.warning("ignoring %s: it was saved with another generator configuration", resume)
         blob = None
     if blob is not None:
         trainer.load(blob)
-        curve, seconds = json.loads(blob["curve"]), float(blob["seconds"])
+        curve, fids, seconds = json.loads(blob["curve"]), json.loads(blob.get("fids", "[]")), float(blob["seconds"])
         log.info("resuming IC-GAN from step %d", trainer.steps)
     gen = torch.Generator().manual_seed(p.seed + trainer.steps)
     t0, start = time.time() - seconds, trainer.steps
@@ -134,18 +135,28 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
             curve.append({"step": s, "seconds": round(time.time() - t0, 1), "class_acc": acc, **losses})
             check.grid(trainer.G_ema, reports / f"step_{s:06d}.png")
             log.info("IC-GAN step %d: class accuracy %s, %s", s, acc, losses)
+        if p.fid_every and s % p.fid_every == 0:
+            fids.append({"step": s, "fid": fid.score(trainer.G_ema)})
+            write_csv(reports / "fid.csv", fids)
+            log.info("IC-GAN step %d: FID %s (%d images)", s, fids[-1]["fid"], len(fid))
         if s % p.checkpoint_every == 0 and s < p.steps:
-            torch.save({**trainer.state(), "curve": json.dumps(curve), "seconds": time.time() - t0}, resume)
+            torch.save({**trainer.state(), "curve": json.dumps(curve), "fids": json.dumps(fids),
+                        "seconds": time.time() - t0}, resume)
     seconds = time.time() - t0
     if not curve or curve[-1]["step"] != trainer.steps:
         curve.append({"step": trainer.steps, "seconds": round(seconds, 1),
                       "class_acc": check.accuracy(trainer.G_ema)})
+    if not fids or fids[-1]["step"] != trainer.steps:
+        fids.append({"step": trainer.steps, "fid": fid.score(trainer.G_ema)})
+    write_csv(reports / "fid.csv", fids)
     check.grid(trainer.G_ema, reports / "samples.png")
-    save_checkpoint(out, trainer.G_ema, trainer.steps, feature_dim=feats.shape[1], encoder_input_size=size)
+    save_checkpoint(out, trainer.G_ema, trainer.G_ema.cfg, step=trainer.steps, feature_dim=feats.shape[1],
+                    encoder_input_size=size)
     resume.unlink(missing_ok=True)
     return trainer.G_ema, {"trained": True, "steps": trainer.steps, "seconds": round(seconds, 1),
                            "s_per_step": round(seconds / max(1, trainer.steps), 3), "resumed_at": start,
                            "class_acc": curve[-1]["class_acc"], "real_frames_class_acc": check.real_acc,
+                           "fid": fids[-1]["fid"], "fid_images": len(fid),
                            "eval_frames": len(check.labels), "curve": curve}
 
 
@@ -158,12 +169,16 @@ def run(p: GeneratorParams, *, encoder: Path, images: Path, out: Path, reports: 
     enc, size = load_encoder(encoder)
     if p.checkpoint:
         G = load_generator(p.checkpoint)
-        save_checkpoint(out, G, 0)
+        save_checkpoint(out, G, G.cfg, step=0)
         summary: dict = {"trained": False, "checkpoint": p.checkpoint, "resolution": G.cfg.resolution}
         if G.cfg.feat_dim == enc.out_dim:
             check = ClassCheck(enc, size, images, p.eval_frames, G.dim_z, p.seed)
             summary["class_acc"] = check.accuracy(G)
             check.grid(G, reports / "samples.png")
+            fid = FidCurve(check.features, read_images(images, "train")[0], G.cfg.resolution, p.fid_images,
+                           G.dim_z, p.seed + 1)
+            summary["fid"] = fid.score(G)
+        write_csv(reports / "fid.csv", [{"step": 0, "fid": summary.get("fid")}])
     else:
         _, summary = train(p, enc, size, images, out, reports)
     tmp = reports / f".metrics.json.tmp-{os.getpid()}"

@@ -18,21 +18,12 @@ import numpy as np
 import torch
 
 from models.checkpoint import load_model, read_checkpoint, save_checkpoint
-from models.image_encoder import ImageEncoder, ImageEncoderConfig
+from models.image_encoder import ImageEncoder, ImageEncoderConfig, load_encoder
 from pipeline import metrics, swav
 from pipeline.image_store import labels_of, read_images
 from pipeline.params import ImageEncoderParams
 
 log = logging.getLogger(__name__)
-PUBLISHED_INPUT = 224
-
-
-def load_encoder(path: str | Path) -> tuple[ImageEncoder, int]:
-    """(encoder in eval mode, input size) from our checkpoint or a published SwAV file (strict)."""
-    blob = read_checkpoint(path)
-    model = load_model(ImageEncoder, ImageEncoderConfig, blob, official_prefix="module.")
-    size = int(blob.get("input_size", PUBLISHED_INPUT)) if "model" in blob else PUBLISHED_INPUT
-    return model.eval(), size
 
 
 def recipe(p: ImageEncoderParams) -> swav.SwavRecipe:

@@ -11,6 +11,7 @@ import torch
 from models.image_encoder import ImageEncoder
 from pipeline import features, shard_io
 from pipeline.params import EmbedParams
+from pipeline.preprocess import encoder_tensor
 from stages import embed
 from pipeline.synthetic_pairs import write_image_encoder, write_shards
 
@@ -40,7 +41,7 @@ def test_every_pair_gets_its_encoder_feature(data: Path, tmp_path: Path) -> None
     model = ImageEncoder.from_checkpoint(data / "image_encoder.pt").eval()
     sample = next(s for s in shard_io.read_samples(shard_io.shard_urls(data / "shards", "train"), ("jpg",))
                   if s["__key__"] == "train0005_0")
-    x = embed.image_tensor(shard_io.decode_image_bytes(sample["jpg"]), 32)[None]
+    x = encoder_tensor(shard_io.decode_image_bytes(sample["jpg"]), 32)[None]
     with torch.no_grad():
         expected = model(x)[0].numpy()
     np.testing.assert_allclose(table.features[table.rows["train0005_0"]], expected, rtol=1e-5, atol=1e-4)

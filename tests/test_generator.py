@@ -12,14 +12,8 @@ import torch
 import torch.nn as nn
 
 from models.biggan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
-from models.biggan_io import (
-    CheckpointMismatchError,
-    discriminator_from_published,
-    generator_from_published,
-    load_generator,
-    load_state_strict,
-    save_checkpoint,
-)
+from models.biggan_io import discriminator_from_published, generator_from_published, load_generator
+from models.checkpoint import CheckpointMismatchError, load_state_strict, save_checkpoint
 from models.biggan_layers import SNLinear
 from models.gan_training import d_hinge_loss, ema_update, g_hinge_loss
 
@@ -157,7 +151,8 @@ def test_missing_and_unexpected_keys_are_named(ch8_state):
 def test_wrong_width_folder_is_refused(tmp_path, ch8_state):
     torch.save(ch8_state, tmp_path / "G_ema_best0.pth")
     torch.save({"config": ICGAN_CONFIG}, tmp_path / "state_dict_best0.pth")  # says G_ch 96
-    with pytest.raises(CheckpointMismatchError, match=r"'linear.weight' has shape \[2048, 20\]"):
+    with pytest.raises(CheckpointMismatchError, match=r"G_ema_best0.pth does not match Generator: .*"
+                                                      r"'linear.weight': checkpoint shape \[2048, 20\]"):
         generator_from_published(tmp_path)
 
 
@@ -199,7 +194,7 @@ def test_own_checkpoint_round_trip(tmp_path):
     with torch.no_grad():
         generator.train()(torch.randn(3, 24), None, torch.randn(3, 32))  # move BN stats and SN vectors
     path = tmp_path / "generator.pt"
-    save_checkpoint(path, generator, step=7)
+    save_checkpoint(path, generator, cfg, step=7)
     blob = torch.load(path, weights_only=True)
     assert set(blob) == {"model", "config", "step"} and blob["step"] == 7
     assert blob["config"]["feat_dim"] == 32

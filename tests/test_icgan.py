@@ -22,7 +22,8 @@ from stages import train_generator, train_image_encoder
 ENC = ImageEncoderParams(lr=1e-3, width=2, hidden_dim=16, proj_dim=8, n_prototypes=6, steps=2, batch=8, crop_size=32,
                          small_crops=1, small_size=16, knn_k=3)
 GEN = GeneratorParams(resolution=32, g_ch=4, d_ch=4, dim_z=16, shared_dim_feat=8, k_neighbours=3, batch=4,
-                      steps=3, sample_every=2, checkpoint_every=2, eval_frames=8, ema_start=1)
+                      steps=3, sample_every=2, checkpoint_every=2, eval_frames=8, ema_start=1, fid_every=2,
+                      fid_images=16)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,37 @@ def test_stage_trains_writes_checkpoint_grid_and_metrics(setup: Path) -> None:
     assert saved == summary and [c["step"] for c in summary["curve"]] == [2, 3]
     assert 0.0 <= summary["class_acc"] <= 1.0 and summary["eval_frames"] == 8
     assert not out.with_name("gen.pt.resume").exists()
+    fid = (rep / "fid.csv").read_text().splitlines()
+    assert fid[0] == "step,fid" and [r.split(",")[0] for r in fid[1:]] == ["2", "3"]
+    assert all(float(r.split(",")[1]) > 0 for r in fid[1:]) and summary["fid"] == float(fid[-1].split(",")[1])
+    assert summary["fid_images"] == 16
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 30 images, 64 dims: singular covariances
+def test_fid_curve_is_the_frechet_distance_of_encoder_features(setup: Path) -> None:
+    """FidCurve (torchmetrics on the encoder) against the formula computed here with scipy, on the same images."""
+    from scipy import linalg
+
+    from models.image_encoder import load_encoder
+    from pipeline.fid import EncoderFeatures, FidCurve
+    from pipeline.image_store import read_images
+
+    enc, size = load_encoder(setup / "enc.pt")
+    frames = read_images(setup, "train")[0]
+    curve = FidCurve(EncoderFeatures(enc, size), frames, 32, 30, 16, seed=3)
+    g_cfg, _ = train_generator.configs(GEN, enc.out_dim)
+    torch.manual_seed(0)
+    G = Generator(g_cfg)
+    got = curve.score(G)
+    feat = EncoderFeatures(enc, size)
+    real = feat(icgan.to_unit(icgan.to_gan_images(np.asarray(frames[np.linspace(0, 39, 30).round().astype(int)]), 32)))
+    fake = feat(icgan.sample(G, curve.feats, curve.z))
+    a, b = real.double().numpy(), fake.double().numpy()
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    want = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * linalg.sqrtm(ca @ cb).real)
+    assert len(curve) == 30 and got is not None and got > 1e-3
+    assert abs(got - want) <= 1e-3 * want + 1e-4, (got, want)
+    assert curve.score(G) == got  # the real statistics stay, the fake ones are redrawn identically
 
 
 def test_stage_resumes_and_stops_at_steps(setup: Path) -> None:

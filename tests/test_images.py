@@ -55,6 +55,23 @@ def test_eval_frames_are_labelled_on_screen_frames_of_val_and_test(world: Path) 
     assert frames.std() > 10
 
 
+def test_real_videos_without_events_get_eval_frames_labelled_by_their_clip(world: Path, tmp_path: Path) -> None:
+    """No events.parquet rows (a local folder, VGGSound): val/test frames carry the clip's label."""
+    empty = manifests.write([], manifests.EVENTS, tmp_path / "events.parquet")
+    summary = images.run(ImagesParams(every=3, eval_every=5), DecodeParams(), videos=world / "videos.parquet",
+                         events=empty, out=tmp_path / "images")
+    clips = {c["video_id"]: c for c in manifests.read(world / "videos.parquet").to_pylist()}
+    held_out = [c for c in clips.values() if c["split"] != "train"]
+    frames, table = read_images(tmp_path / "images", "eval")
+    rows = table.to_pylist()
+    assert summary["eval"] == len(rows) == 6 * len(held_out)  # 30 frames at 10 fps, every 5th
+    assert all(r["label"] == clips[r["video_id"]]["label"] and r["split"] == clips[r["video_id"]]["split"]
+               for r in rows)
+    assert [r["t_s"] for r in rows[:6]] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    first = held_out[0]
+    assert np.array_equal(frames[:2], media.decode_frames(world / first["path"], [0.0, 0.5]))
+
+
 def test_eval_times_skip_frames_where_another_class_is_drawn() -> None:
     ev = [dict(label="bell", on_screen=True, t_start=0.0, t_end=1.0),
           dict(label="drum", on_screen=True, t_start=0.5, t_end=1.2),
@@ -94,3 +111,62 @@ def test_writer_rejects_wrong_shapes(tmp_path: Path) -> None:
         w.add(np.zeros((1, 8, 9, 3), np.uint8), [{}])
     with pytest.raises(ValueError, match="rows"):
         w.add(np.zeros((2, 8, 8, 3), np.uint8), [{}])
+
+
+def _shard(path: Path, members: list[tuple[str, bytes]]) -> None:
+    """A tar shard holding ``members`` (name, bytes), in order (what webdataset writers make)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _encoded(colour: tuple[int, int, int], fmt: str, size: tuple[int, int] = (24, 18)) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_webdataset_source_reads_jpg_png_webp_and_counts_corrupt_images(tmp_path: Path) -> None:
+    shards = tmp_path / "wds"
+    shards.mkdir()
+    _shard(shards / "corpus-000.tar", [("a.jpg", _encoded((250, 0, 0), "JPEG")), ("a.cls", b"3"),
+                                       ("b.png", _encoded((0, 250, 0), "PNG")),
+                                       ("c.jpg", b"\xff\xd8 a broken jpeg"),
+                                       ("d.txt", b"a sample without an image is not an input")])
+    _shard(shards / "corpus-001.tar", [("e.webp", _encoded((0, 0, 250), "WEBP", (9, 40))),
+                                       ("f.seg.png", _encoded((250, 250, 0), "PNG")),
+                                       ("g.png", _encoded((0, 250, 0), "PNG")[:40])])  # truncated
+    (shards / "corpus-002.tar").write_bytes(b"not a tar file")  # an unreadable shard is logged and skipped
+    p = ImagesParams(source="webdataset", webdataset=str(shards / "corpus-{000..003}.tar"), size=8)
+    summary = images.run(p, DecodeParams(), videos=tmp_path / "none", events=tmp_path / "none", out=tmp_path / "out")
+    assert summary == {"clips": 6, "failed": 2, "train": 4, "eval": 0}
+    frames, table = read_images(tmp_path / "out", "train")
+    assert table.column("video_id").to_pylist() == ["a", "b", "e", "f"]
+    assert frames.shape == (4, 8, 8, 3)
+    centre = [tuple(int(v) for v in f[4, 4]) for f in frames]
+    assert all(abs(c - e) <= 6 for got, want in zip(centre, [(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0)])
+               for c, e in zip(got, want)), centre
+
+    # The same first shard through a pipe: command, as an object store's CLI would stream it.
+    piped = ImagesParams(source="webdataset", webdataset=f"pipe:cat {shards / 'corpus-000.tar'}", size=8)
+    summary = images.run(piped, DecodeParams(), videos=tmp_path / "none", events=tmp_path / "none",
+                         out=tmp_path / "piped")
+    assert summary == {"clips": 3, "failed": 1, "train": 2, "eval": 0}
+    assert np.array_equal(read_images(tmp_path / "piped", "train")[0], frames[:2])
+
+
+def test_webdataset_source_without_readable_images_is_an_error(tmp_path: Path) -> None:
+    _shard(tmp_path / "only-bad.tar", [("x.jpg", b"garbage")])
+    p = ImagesParams(source="webdataset", webdataset=str(tmp_path / "only-bad.tar"))
+    with pytest.raises(ValueError, match=r"image corpus is empty \(1 inputs, 1 failed\)"):
+        images.run(p, DecodeParams(), videos=tmp_path / "none", events=tmp_path / "none", out=tmp_path / "out")
+    with pytest.raises(ValueError, match="names no shards"):
+        images.run(ImagesParams(source="webdataset"), DecodeParams(), videos=tmp_path / "none",
+                   events=tmp_path / "none", out=tmp_path / "out")

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.params import DataParams, DecodeParams, ParamsError, scalar, section
+from pipeline.params import (SCALARS, SECTIONS, DataParams, DecodeParams, ParamsError, load_all, read_yaml, scalar,
+                             section)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,3 +55,66 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
         section(tmp_path / "nope.yaml", "data", DataParams)
     with pytest.raises(ParamsError, match="not valid YAML"):
         section(_write(tmp_path, "data: {world: [}"), "data", DataParams)
+
+
+def _field_paths(cls: type, where: str) -> set[str]:
+    """Dotted paths of every field of dataclass ``cls``, nested dataclasses expanded."""
+    import dataclasses
+    import typing
+
+    hints, out = typing.get_type_hints(cls), set()
+    for f in dataclasses.fields(cls):
+        sub = hints[f.name]
+        out |= _field_paths(sub, f"{where}.{f.name}") if dataclasses.is_dataclass(sub) else {f"{where}.{f.name}"}
+    return out
+
+
+def _key_paths(value: object, cls: type, where: str) -> set[str]:
+    """Dotted paths of the keys a params mapping sets, descending where ``cls`` has a nested dataclass."""
+    import dataclasses
+    import typing
+
+    hints, out = typing.get_type_hints(cls), set()
+    for k, v in (value or {}).items():
+        sub = hints.get(k)
+        nested = sub is not None and dataclasses.is_dataclass(sub)
+        out |= _key_paths(v, sub, f"{where}.{k}") if nested else {f"{where}.{k}"}
+    return out
+
+
+def test_whole_repo_params_file_loads_strictly(tmp_path: Path) -> None:
+    loaded = load_all(REPO / "params.yaml")
+    assert set(loaded) == set(SCALARS) | set(SECTIONS)
+    with pytest.raises(ParamsError, match="unknown top-level key 'genrator'"):
+        load_all(_write(tmp_path, (REPO / "params.yaml").read_text() + "genrator: {steps: 3}\n"))
+
+
+def test_paper_scale_params_file_sets_every_key_and_loads_strictly() -> None:
+    """params/vggsound.yaml: a whole params file (every key of every section) at the paper's settings."""
+    path = REPO / "params" / "vggsound.yaml"
+    p, raw = load_all(path), read_yaml(path)
+    assert set(SCALARS) <= set(raw)
+    for name, cls in SECTIONS.items():
+        missing = _field_paths(cls, name) - _key_paths(raw.get(name), cls, name)
+        assert not missing, f"{path.name} does not set {sorted(missing)}"
+    assert p["data"].source == "vggsound" and p["data"].clip.seconds == 10.0 and p["decode"].fps == 10
+    assert p["generator"].resolution == 128 and p["generator"].g_ch == 96 and p["generator"].dim_z == 120
+    assert p["generator"].attn == "64" and p["generator"].shared_dim_feat == 512
+    enc = p["image_encoder"]
+    assert (enc.width, enc.hidden_dim, enc.proj_dim, enc.n_prototypes, enc.crop_size) == (64, 2048, 128, 3000, 224)
+    assert p["embed"].image_size is None  # the published 256 -> 224 input
+    a = p["audio_encoder"]
+    assert a.width == 64 and a.spectrogram.kind == "paper" and a.amp
+    assert (a.batch, a.lr, a.weight_decay, a.optimizer) == (64, 1e-3, 1e-5, "adam")
+    assert p["loss"] == "infonce" and p["selection"] == "top1"
+
+
+def test_paper_spectrogram_is_257_by_1004() -> None:
+    import torch
+
+    from pipeline import audio_input
+
+    sp = load_all(REPO / "params" / "vggsound.yaml")["audio_encoder"].spectrogram
+    n = audio_input.n_samples(sp)
+    assert n == 160_000
+    assert audio_input.spectrogram_fn(sp)(torch.zeros(1, n)).shape == (1, 1, 257, 1004)
