@@ -7,6 +7,7 @@ path (``data.world.clases``), and wrong types with the expected type, so a typo 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -279,13 +280,26 @@ def from_dict(cls: type[T], data: Any, *, where: str) -> T:
     return cls(**kwargs)
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2 booleans (only true/false), as DVC's own reader (ruamel) sees the file:
+    keys and values such as ``on``, ``off``, ``yes``, ``no`` stay strings."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _first in "tTfF":
+    _Yaml12Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list(_first))
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a params file as a mapping; a missing or malformed file raises ParamsError."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_Yaml12Loader) or {}
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):

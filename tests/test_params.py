@@ -118,3 +118,12 @@ def test_paper_spectrogram_is_257_by_1004() -> None:
     n = audio_input.n_samples(sp)
     assert n == 160_000
     assert audio_input.spectrogram_fn(sp)(torch.zeros(1, n)).shape == (1, 1, 257, 1004)
+
+
+def test_yaml_reads_on_and_yes_as_strings_like_dvc(tmp_path: Path) -> None:
+    from pipeline.params import AudioEncoderParams
+
+    p = _write(tmp_path, "audio_encoder:\n  amp: false\n  spectrogram:\n    on: workers\n")
+    a = section(p, "audio_encoder", AudioEncoderParams)
+    assert a.spectrogram.on == "workers" and a.amp is False
+    assert read_yaml(_write(tmp_path, "x: yes\ny: True\n")) == {"x": "yes", "y": True}
