@@ -16,10 +16,7 @@ from torchvision.utils import save_image
 
 from models.biggan import Generator
 from models.biggan_io import load_generator
-
-
-class InputError(ValueError):
-    """A features or noise array that does not fit the generator; the message says what was expected."""
+from pipeline.inputs import InputError  # noqa: F401  (re-exported: callers catch generate.InputError)
 
 
 def truncated_noise(n: int, dim_z: int, truncation: float | None, seed: int) -> Tensor:
@@ -53,15 +50,17 @@ def check_inputs(G: Generator, features: np.ndarray, noise: np.ndarray | None) -
 @torch.no_grad()
 def generate(G: Generator, features: np.ndarray, noise: np.ndarray | None = None, *, truncation: float | None = None,
              seed: int = 0, batch: int = 16) -> Tensor:
-    """Images ``Tensor[N, 3, R, R]`` in [-1, 1] for ``features`` [N, feat_dim] (L2-normalised here) and
+    """Images ``Tensor[N, 3, R, R]`` (CPU) in [-1, 1] for ``features`` [N, feat_dim] (L2-normalised here) and
     ``noise`` [N, dim_z] (default: :func:`truncated_noise` of ``seed``)."""
     check_inputs(G, features, noise)
     h = F.normalize(torch.as_tensor(np.asarray(features, np.float32)), dim=1)
     z = (torch.as_tensor(np.asarray(noise, np.float32)) if noise is not None
          else truncated_noise(len(h), G.dim_z, truncation, seed))
     G.eval()
-    return torch.cat([G(z[s:s + batch], feature=h[s:s + batch]) for s in range(0, len(h), batch)]) \
-        if len(h) else torch.zeros(0, 3, G.cfg.resolution, G.cfg.resolution)
+    if not len(h):
+        return torch.zeros(0, 3, G.cfg.resolution, G.cfg.resolution)
+    dev = next(G.parameters()).device
+    return torch.cat([G(z[s:s + batch].to(dev), feature=h[s:s + batch].to(dev)).cpu() for s in range(0, len(h), batch)])
 
 
 def write(images: Tensor, out: Path) -> list[Path]:
