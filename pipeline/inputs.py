@@ -91,12 +91,12 @@ def _decoder_message(error: str) -> str:
 
 
 def check_sound(path: Path, start_s: float = 0.0) -> media.Probe:
-    """The probe of an audio or video file that has an audio track lasting past ``start_s`` (ffprobe only,
-    nothing decoded); else one :class:`InputError` sentence."""
+    """The header probe of an audio or video file that has an audio track lasting past ``start_s`` (nothing
+    decoded); else one :class:`InputError` sentence."""
     check_file(path)
-    info = media.probe(path, packets=False)
+    info = media.probe_audio(path)
     if isinstance(info, str):
-        raise InputError(f"cannot read {path}: {info}")
+        raise InputError(f"cannot read {path}: {_decoder_message(info)}")
     if not info.has_audio:
         raise InputError(f"{path} has no audio track")
     if info.duration_s > 0 and start_s >= info.duration_s:

@@ -143,6 +143,16 @@ def _checked(path: str | Path, backend: str, timeout_s: float, info: Probe | Non
     return info if info is not None else probe(path, timeout_s=timeout_s, packets=packets)
 
 
+def probe_audio(path: str | Path, *, timeout_s: float = 30.0) -> Probe | str:
+    """A `Probe` for `decode_audio` read from the file's header by torchcodec in the decode worker: duration,
+    streams, first audio stream (no frame times, no codec details). About 10 ms, where an ffprobe process
+    takes 100+ ms to start; or a one-line error."""
+    if err := _check_file(path):
+        return err
+    ok, value = _WORKER.call(backends.audio_header, str(path), timeout_s=timeout_s)
+    return Probe(**value) if ok else value
+
+
 def decode_frames(path: str | Path, times: Sequence[float], *, backend: str = DEFAULT_BACKEND,
                   timeout_s: float = 60.0, info: Probe | None = None) -> np.ndarray | str:
     """Frames nearest to ``times`` (seconds) as uint8 (N, H, W, 3), upright; or a one-line error."""

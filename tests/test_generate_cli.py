@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from models.audio_encoder import AudioEncoder
 from models.biggan import Generator
 from models.biggan_io import load_state_strict
-from pipeline import controls, inputs, sound2image
+from pipeline import controls, inputs, media, sound2image
 from pipeline.cli import app
 from pipeline.edit import direction
 from pipeline.generate import generate
@@ -245,6 +245,8 @@ def test_bad_input_is_one_sentence(env: dict[str, Path]) -> None:
 def test_two_hour_file_decodes_only_the_window(env: dict[str, Path]) -> None:
     long = two_hour_mp3(env["root"] / "long.mp3")
     assert long.stat().st_size < 10_000_000
+    info = media.probe_audio(long)  # the header, read in the decode worker: no pass over the file
+    assert not isinstance(info, str) and abs(info.duration_s - 7200) < 30 and info.audio_index == 0
     run = CliRunner().invoke(app, ["generate", str(long), "--start", "3600", "--n", "1", "--out",
                                    str(env["root"] / "long.npy"), *model_args(env, image=False)])
     assert run.exit_code == 0, run.output
