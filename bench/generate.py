@@ -153,7 +153,8 @@ def window_memory(folder: Path) -> list[tuple[str, str]]:
             "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
             "b = peak(); t = time.perf_counter(); d = None if sys.argv[3] == 'all' else float(sys.argv[3])\n"
             "w = backends.audio('torchcodec', sys.argv[1], 0, 16000, float(sys.argv[2]), d)\n"
-            "print(f'{len(w) / 16000:.0f} s of audio in {time.perf_counter() - t:.2f} s, peak RSS +{peak() - b:.0f} MB')")
+            "print(f'{len(w) / 16000:.0f} s of audio in {time.perf_counter() - t:.2f} s, peak RSS {peak():.0f} MB '\n"
+            "      f'({peak() - b:+.0f} MB over the {b:.0f} MB after importing torchcodec)')")
     rows = [(f"two-hour mp3 ({long.stat().st_size / 1e6:.1f} MB)", "")]
     for label, start, dur in (("10 s window at 1 h", "3600", "10"), ("the whole file", "0", "all")):
         out = subprocess.run([sys.executable, "-c", code, str(long), start, dur], capture_output=True, text=True,

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from models.audio_encoder import AudioEncoder
 from models.biggan import Generator
 from models.biggan_io import load_state_strict
+from models.image_encoder import ImageEncoder
 from pipeline import controls, inputs, media, sound2image
 from pipeline.cli import app
 from pipeline.edit import direction
@@ -156,12 +157,15 @@ def test_edit_inverts_the_image_and_moves_it_with_the_sound(env: dict[str, Path]
 
 @pytest.fixture(scope="module")
 def official(env: dict[str, Path]) -> Path:
-    """A folder of published-format files: a random full-size sound2scene.pth and the compat ch8 IC-GAN."""
+    """A folder of published-format files: random full-size sound2scene.pth and swav_800ep_pretrain.pth.tar, and
+    the compat ch8 IC-GAN."""
     folder = env["root"] / "official"
     (folder / "icgan_biggan_imagenet_res128").mkdir(parents=True)
     torch.manual_seed(5)
     net = AudioEncoder()
     torch.save({"audnet." + k: v for k, v in net.state_dict().items()}, folder / "sound2scene.pth")
+    swav = ImageEncoder()
+    torch.save({"module." + k: v for k, v in swav.state_dict().items()}, folder / "swav_800ep_pretrain.pth.tar")
     state = torch.load(compat_file("icgan_G_ch8_res128.pth"), map_location="cpu", weights_only=True)
     torch.save(state, folder / "icgan_biggan_imagenet_res128" / "G_ema_best0.pth")
     torch.save({"config": {**ICGAN_CONFIG, "G_ch": 8}},
@@ -202,6 +206,12 @@ def test_official_folder_gives_the_published_features_and_images(env: dict[str, 
         images = G(torch.from_numpy(golden["g_z"]), None, h).numpy()
     assert np.load(root / "o.npy").shape == (4, 3, 128, 128)
     assert np.abs(np.load(root / "o.npy") - images).max() <= 1e-3
+    # an image's feature (interpolate / edit): the published SwAV input of the image, through the published net
+    m = sound2image.load(sound2image.model_files(official), torch.device("cpu"), audio=False, image=True)
+    mine = sound2image.encode_images(m, [Image.fromarray(golden["image_uint8"])])
+    with torch.no_grad():
+        theirs = m.image(torch.from_numpy(golden["image_224"]).float()[None])
+    assert m.image_size == 224 and torch.allclose(mine, theirs, atol=1e-4)
 
 
 def _bad_media(env: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
