@@ -144,17 +144,19 @@ def timed(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
 
 
 def window_memory(folder: Path) -> list[tuple[str, str]]:
-    """Peak RSS growth of decoding a 10 s window of a two-hour mp3 and all of it (fresh processes)."""
+    """Peak RSS growth of decoding a 10 s window of a two-hour mp3 and all of it (fresh processes; the peak is
+    reset after the imports, Linux ``/proc/self/clear_refs``)."""
     one, long = folder / "minute.mp3", folder / "two_hours.mp3"
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000:duration=60", "-c:a", "libmp3lame", "-b:a",
            "8k", "-id3v2_version", "0", "-write_xing", "0", str(one))
     ffmpeg("-stream_loop", "119", "-i", str(one), "-c", "copy", "-id3v2_version", "0", "-write_xing", "0", str(long))
-    code = ("import resource, sys, time; from pipeline import backends; import torchcodec.decoders\n"
-            "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
-            "b = peak(); t = time.perf_counter(); d = None if sys.argv[3] == 'all' else float(sys.argv[3])\n"
-            "w = backends.audio('torchcodec', sys.argv[1], 0, 16000, float(sys.argv[2]), d)\n"
-            "print(f'{len(w) / 16000:.0f} s of audio in {time.perf_counter() - t:.2f} s, peak RSS {peak():.0f} MB '\n"
-            "      f'({peak() - b:+.0f} MB over the {b:.0f} MB after importing torchcodec)')")
+    code = ("import sys, time; from pipeline import backends; import torchcodec.decoders\n"
+            "mb = lambda key: int(next(l for l in open('/proc/self/status') if l.startswith(key)).split()[1]) / 1024\n"
+            "open('/proc/self/clear_refs', 'w').write('5')  # peak RSS := RSS now\n"
+            "b = mb('VmRSS:'); t = time.perf_counter(); d = None if sys.argv[3] == 'all' else float(sys.argv[3])\n"
+            "w = backends.audio('torchcodec', sys.argv[1], 0, 16000, float(sys.argv[2]), d); p = mb('VmHWM:')\n"
+            "print(f'{len(w) / 16000:.0f} s of audio in {time.perf_counter() - t:.2f} s, peak RSS {p:.0f} MB '\n"
+            "      f'({p - b:+.0f} MB over the {b:.0f} MB after importing torchcodec)')")
     rows = [(f"two-hour mp3 ({long.stat().st_size / 1e6:.1f} MB)", "")]
     for label, start, dur in (("10 s window at 1 h", "3600", "10"), ("the whole file", "0", "all")):
         out = subprocess.run([sys.executable, "-c", code, str(long), start, dur], capture_output=True, text=True,
