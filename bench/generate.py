@@ -33,7 +33,6 @@ import numpy as np
 import scipy.io.wavfile
 import scipy.signal
 import torch
-import torch.nn.functional as F
 import torchaudio
 
 from models.audio_encoder import AudioEncoder, AudioEncoderConfig

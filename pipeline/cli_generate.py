@@ -26,7 +26,7 @@ Truncation = Annotated[float | None, typer.Option(help="redraw drawn noise outsi
 Start = Annotated[float, typer.Option(help="seconds into each sound file where listening starts")]
 Duration = Annotated[float | None, typer.Option(
     help="seconds heard (default: the encoder's input, 10 s for the paper); tiled or cut to the input")]
-Device = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+Device = Annotated[str, typer.Option(help="cpu (default: the same images on any machine) | cuda | auto")]
 Threads = Annotated[int, typer.Option(help="torch CPU threads (0: torch's default; 1 is fastest on a busy machine)")]
 
 
@@ -78,7 +78,7 @@ def generate(
     audio_encoder: AudioEncoderOpt = None,
     save_features: Annotated[Path | None, typer.Option(help="also write the audio features [N, D] (.npy)")] = None,
     batch: Annotated[int, typer.Option(help="images per generator pass")] = 16,
-    device: Device = "auto",
+    device: Device = "cpu",
     threads: Threads = 0,
 ) -> None:
     """Draw the scene of each sound (or of each feature row): PNGs plus a grid whose rows start with the sound's
@@ -129,7 +129,7 @@ def interpolate(
     generator: GeneratorOpt = None,
     audio_encoder: AudioEncoderOpt = None,
     image_encoder: ImageEncoderOpt = None,
-    device: Device = "auto",
+    device: Device = "cpu",
     threads: Threads = 0,
 ) -> None:
     """Walk from the feature of A to that of B with one fixed noise (paper Fig. 6: sound to sound, image to sound)."""
@@ -174,7 +174,7 @@ def edit(
     generator: GeneratorOpt = None,
     audio_encoder: AudioEncoderOpt = None,
     image_encoder: ImageEncoderOpt = None,
-    device: Device = "auto",
+    device: Device = "cpu",
     threads: Threads = 0,
 ) -> None:
     """Invert IMAGE into the generator (report the reconstruction error), then move it with AUDIO (paper Fig. 7)."""

@@ -1,7 +1,8 @@
 """Drawing images from instance features with a trained or published IC-GAN generator (``s2s generate``).
 
 Same features + same noise + same generator file = the same images on any machine: the generator runs in
-eval mode on CPU in float32, and noise comes from a file or from a seeded torch generator.
+eval mode in float32 on its device (the CLI's ``--device``, CPU by default), and noise comes from a file or
+from a seeded torch generator (drawn on the CPU).
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 from models.biggan import Generator
-from models.biggan_io import load_generator
 from pipeline.inputs import InputError  # noqa: F401  (re-exported: callers catch generate.InputError)
 
 
@@ -88,11 +88,3 @@ def load_array(path: Path, what: str) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read the {what} file {path}: {str(exc).splitlines()[0]}") from None
 
-
-def run(generator: Path, features: Path, noise: Path | None, out: Path, truncation: float | None,
-        seed: int) -> list[Path]:
-    """Load the generator (our checkpoint or a published folder) and write the images for the arrays."""
-    G = load_generator(generator)
-    feats = load_array(features, "features")
-    z = load_array(noise, "noise") if noise is not None else None
-    return write(generate(G, feats, z, truncation=truncation, seed=seed), out)
