@@ -82,6 +82,20 @@ def _decord_audio(path: str, stream_index: int, sr: int, start_s: float, duratio
     return wave[begin:end]
 
 
+def audio_header(path: str) -> dict:
+    """What audio decoding needs from ``path``'s header (torchcodec, nothing decoded): the `media.Probe`
+    fields ``duration_s``, ``has_video``, ``has_audio``, ``audio_streams``, ``audio_index`` (first audio stream)."""
+    from torchcodec.decoders import get_container_metadata
+
+    meta = get_container_metadata(path)
+    audio = [s for s in meta.streams if s.media_type == "audio"]
+    duration = meta.duration_seconds_from_header or max(
+        (s.duration_seconds_from_header or 0.0 for s in meta.streams), default=0.0)
+    return {"duration_s": float(duration), "has_video": any(s.media_type == "video" for s in meta.streams),
+            "has_audio": bool(audio), "audio_streams": len(audio),
+            "audio_index": int(audio[0].stream_index) if audio else -1}
+
+
 def audio(backend: str, path: str, stream_index: int, sr: int, start_s: float,
           duration_s: float | None) -> np.ndarray:
     """Mono float32 (N,) at ``sr`` of stream ``stream_index``, window [start_s, start_s + duration_s)."""

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli_common import DeviceOpt, ParamsOpt, RowsOut, VideosIn, fail, require
+from pipeline.cli_generate import register as register_generation
 from pipeline.cli_stages import stage_app
 from pipeline.params import DecodeParams, ParamsError, ScoreParams, section
 
@@ -22,6 +23,7 @@ moments_app = typer.Typer(help="Look at the moments the localizer finds.", no_ar
 app.add_typer(stage_app, name="stage")
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(moments_app, name="moments")
+register_generation(app)  # generate, interpolate, edit
 
 
 @app.callback()
@@ -92,33 +94,6 @@ def moments_show(
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out)
     typer.echo(f"wrote {out}")
-
-
-@app.command("generate")
-def generate(
-    features: Annotated[Path, typer.Option(help="instance features, .npy [N, feat_dim]")],
-    out: Annotated[Path, typer.Option(help="OUT.npy (raw images in [-1, 1], NCHW) or a folder for PNGs")],
-    generator: Annotated[Path, typer.Option(help="our generator.pt or a published icgan folder")] = Path(
-        "artifacts/generator.pt"),
-    noise: Annotated[Path | None, typer.Option(help="noise .npy [N, dim_z] (default: drawn from --seed)")] = None,
-    truncation: Annotated[float | None, typer.Option(help="redraw drawn noise outside [-t, t]")] = None,
-    seed: Annotated[int, typer.Option(help="seed of the drawn noise")] = 0,
-) -> None:
-    """Draw one image per feature row with the IC-GAN generator (same inputs = same images)."""
-    import pickle
-
-    from models.checkpoint import CheckpointMismatchError
-    from pipeline import generate as gen
-
-    if not generator.exists():
-        fail(f"no such generator: {generator}")
-    try:
-        paths = gen.run(generator, features, noise, out, truncation, seed)
-    except (gen.InputError, CheckpointMismatchError, ValueError, FileNotFoundError) as exc:
-        fail(str(exc).splitlines()[0])
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        fail(f"cannot read the generator {generator} (truncated or not a checkpoint: {type(exc).__name__})")
-    typer.echo(f"generate: wrote {len(paths)} file(s) under {out}")
 
 
 @app.command("embed-audio")

@@ -1,7 +1,8 @@
 """Drawing images from instance features with a trained or published IC-GAN generator (``s2s generate``).
 
 Same features + same noise + same generator file = the same images on any machine: the generator runs in
-eval mode on CPU in float32, and noise comes from a file or from a seeded torch generator.
+eval mode in float32 on its device (the CLI's ``--device``, CPU by default), and noise comes from a file or
+from a seeded torch generator (drawn on the CPU).
 """
 from __future__ import annotations
 
@@ -15,11 +16,7 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 from models.biggan import Generator
-from models.biggan_io import load_generator
-
-
-class InputError(ValueError):
-    """A features or noise array that does not fit the generator; the message says what was expected."""
+from pipeline.inputs import InputError  # noqa: F401  (re-exported: callers catch generate.InputError)
 
 
 def truncated_noise(n: int, dim_z: int, truncation: float | None, seed: int) -> Tensor:
@@ -53,15 +50,17 @@ def check_inputs(G: Generator, features: np.ndarray, noise: np.ndarray | None) -
 @torch.no_grad()
 def generate(G: Generator, features: np.ndarray, noise: np.ndarray | None = None, *, truncation: float | None = None,
              seed: int = 0, batch: int = 16) -> Tensor:
-    """Images ``Tensor[N, 3, R, R]`` in [-1, 1] for ``features`` [N, feat_dim] (L2-normalised here) and
+    """Images ``Tensor[N, 3, R, R]`` (CPU) in [-1, 1] for ``features`` [N, feat_dim] (L2-normalised here) and
     ``noise`` [N, dim_z] (default: :func:`truncated_noise` of ``seed``)."""
     check_inputs(G, features, noise)
     h = F.normalize(torch.as_tensor(np.asarray(features, np.float32)), dim=1)
     z = (torch.as_tensor(np.asarray(noise, np.float32)) if noise is not None
          else truncated_noise(len(h), G.dim_z, truncation, seed))
     G.eval()
-    return torch.cat([G(z[s:s + batch], feature=h[s:s + batch]) for s in range(0, len(h), batch)]) \
-        if len(h) else torch.zeros(0, 3, G.cfg.resolution, G.cfg.resolution)
+    if not len(h):
+        return torch.zeros(0, 3, G.cfg.resolution, G.cfg.resolution)
+    dev = next(G.parameters()).device
+    return torch.cat([G(z[s:s + batch].to(dev), feature=h[s:s + batch].to(dev)).cpu() for s in range(0, len(h), batch)])
 
 
 def write(images: Tensor, out: Path) -> list[Path]:
@@ -89,11 +88,3 @@ def load_array(path: Path, what: str) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read the {what} file {path}: {str(exc).splitlines()[0]}") from None
 
-
-def run(generator: Path, features: Path, noise: Path | None, out: Path, truncation: float | None,
-        seed: int) -> list[Path]:
-    """Load the generator (our checkpoint or a published folder) and write the images for the arrays."""
-    G = load_generator(generator)
-    feats = load_array(features, "features")
-    z = load_array(noise, "noise") if noise is not None else None
-    return write(generate(G, feats, z, truncation=truncation, seed=seed), out)

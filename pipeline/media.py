@@ -77,12 +77,16 @@ def _check_file(path: str | Path) -> str | None:
     return None
 
 
-def probe(path: str | Path, *, timeout_s: float = 30.0) -> Probe | str:
-    """Probe ``path`` with ffprobe (argument list, no shell); a `Probe` or a one-line error."""
+def probe(path: str | Path, *, timeout_s: float = 30.0, packets: bool = True) -> Probe | str:
+    """Probe ``path`` with ffprobe (argument list, no shell); a `Probe` or a one-line error.
+
+    ``packets=False`` skips listing every packet (``frame_pts`` stays empty): audio decoding needs no frame
+    times, and for a two-hour file the listing alone is ~18 MB of JSON and a pass over the whole file.
+    """
     if err := _check_file(path):
         return err
-    cmd = ["ffprobe", "-v", "error", "-of", "json", "-show_format", "-show_streams",
-           "-show_entries", "packet=stream_index,pts_time", "--", str(path)]
+    entries = ["-show_entries", "packet=stream_index,pts_time"] if packets else []
+    cmd = ["ffprobe", "-v", "error", "-of", "json", "-show_format", "-show_streams", *entries, "--", str(path)]
     try:
         out = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
@@ -131,11 +135,22 @@ def nearest_pts(frame_pts: Sequence[float], times: Sequence[float]) -> np.ndarra
 _WORKER = Isolated()
 
 
-def _checked(path: str | Path, backend: str, timeout_s: float, info: Probe | None) -> Probe | str:
+def _checked(path: str | Path, backend: str, timeout_s: float, info: Probe | None,
+             packets: bool = True) -> Probe | str:
     """The file's probe (``info`` when given), or a one-line error for an unknown backend or a bad file."""
     if backend not in BACKENDS:
         return f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})"
-    return info if info is not None else probe(path, timeout_s=timeout_s)
+    return info if info is not None else probe(path, timeout_s=timeout_s, packets=packets)
+
+
+def probe_audio(path: str | Path, *, timeout_s: float = 30.0) -> Probe | str:
+    """A `Probe` for `decode_audio` read from the file's header by torchcodec in the decode worker: duration,
+    streams, first audio stream (no frame times, no codec details). About 10 ms, where an ffprobe process
+    takes 100+ ms to start; or a one-line error."""
+    if err := _check_file(path):
+        return err
+    ok, value = _WORKER.call(backends.audio_header, str(path), timeout_s=timeout_s)
+    return Probe(**value) if ok else value
 
 
 def decode_frames(path: str | Path, times: Sequence[float], *, backend: str = DEFAULT_BACKEND,
@@ -159,8 +174,8 @@ def decode_audio(path: str | Path, *, sr: int = 16000, start_s: float = 0.0, dur
                  backend: str = DEFAULT_BACKEND, timeout_s: float = 60.0,
                  info: Probe | None = None) -> np.ndarray | str:
     """First audio stream as mono float32 (N,) at ``sr`` Hz, from ``start_s`` for ``duration_s`` (None: to
-    the end); or a one-line error. Only the requested window is decoded."""
-    info = _checked(path, backend, timeout_s, info)
+    the end); or a one-line error. Only the requested window is decoded (the probe lists no packets)."""
+    info = _checked(path, backend, timeout_s, info, packets=False)
     if isinstance(info, str):
         return info
     if not info.has_audio:

@@ -12,7 +12,7 @@ from pipeline import manifests
 S2S = [sys.executable, "-m", "pipeline.cli"]
 COMMANDS = [[], ["stage"], ["stage", "videos"], ["stage", "train_localizer"], ["stage", "score"], ["stage", "pairs"],
             ["stage", "images"], ["stage", "train_image_encoder"], ["stage", "train_generator"], ["stage", "embed"],
-            ["stage", "train_audio_encoder"], ["generate"], ["embed-audio"], ["embed-image"], ["annotations"],
+            ["stage", "train_audio_encoder"], ["generate"], ["interpolate"], ["edit"], ["embed-audio"], ["embed-image"], ["annotations"],
             ["annotations", "import"],
             ["manifest"], ["manifest", "show"], ["moments"], ["moments", "show"]]
 
