@@ -37,7 +37,6 @@ import torchaudio
 
 from models.audio_encoder import AudioEncoder, AudioEncoderConfig
 from models.biggan import Generator, GeneratorConfig
-from models.biggan_io import save_checkpoint as save_generator
 from models.checkpoint import save_checkpoint
 from pipeline import inputs, sound2image
 from pipeline.generate import generate
@@ -77,7 +76,7 @@ def world_files(folder: Path, params: Path) -> sound2image.ModelFiles:
     feat = 32 * section(params, "image_encoder", ImageEncoderParams).width
     cfg = AudioEncoderConfig(width=pa.width, embed_dim=feat)
     save_checkpoint(folder / "audio.pt", AudioEncoder(cfg), cfg, step=0, spectrogram=dataclasses.asdict(pa.spectrogram))
-    save_generator(folder / "generator.pt", Generator(configs(pg, feat)[0]), step=0)
+    save_checkpoint(folder / "generator.pt", Generator(configs(pg, feat)[0]), configs(pg, feat)[0], step=0)
     return sound2image.ModelFiles(folder / "audio.pt", folder / "generator.pt", folder / "none.pt")
 
 

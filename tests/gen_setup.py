@@ -18,7 +18,6 @@ from PIL import Image
 from media_files import ffmpeg, make, tone
 from models.audio_encoder import AudioEncoder, AudioEncoderConfig
 from models.biggan import Generator, GeneratorConfig
-from models.biggan_io import save_checkpoint as save_generator
 from models.checkpoint import save_checkpoint
 from models.image_encoder import ImageEncoder, ImageEncoderConfig
 from pipeline.params import SpectrogramParams
@@ -39,7 +38,7 @@ def tiny_models(root: Path) -> dict[str, Path]:
     G = Generator(GEN_CFG)
     with torch.no_grad():  # move BN statistics and SN vectors off their initial values
         G.train()(torch.randn(8, GEN_CFG.dim_z), None, torch.randn(8, FEAT))
-    save_generator(root / "generator.pt", G, step=1)
+    save_checkpoint(root / "generator.pt", G, G.cfg, step=1)
     i_cfg = ImageEncoderConfig(width=1, hidden_dim=8, proj_dim=4, n_prototypes=4)
     save_checkpoint(root / "image_encoder.pt", ImageEncoder(i_cfg), i_cfg, step=0, input_size=32)
     return {"audio": root / "audio_encoder.pt", "generator": root / "generator.pt", "image": root / "image_encoder.pt"}

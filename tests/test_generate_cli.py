@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from models.audio_encoder import AudioEncoder
 from models.biggan import Generator
-from models.biggan_io import load_state_strict
+from models.checkpoint import load_state_strict
 from models.image_encoder import ImageEncoder
 from pipeline import controls, inputs, media, sound2image
 from pipeline.cli import app
