@@ -13,11 +13,16 @@ For each size, the same synthetic shards (real JPEG + FLAC, ``pipeline.synthetic
              per step, the image encoder forward on the batch, then the audio step.
 Training samples/s after one warm-up step (best of ``--rounds`` interleaved runs); prints (a)/(b), (a)/(c).
 
-    python bench/align.py [--sizes world,paper] [--steps 4] [--workers 2] [--rounds 1]
+    python bench/align.py [--sizes world,paper] [--steps 4] [--workers 2] [--rounds 1] [--device cuda --amp]
+
+On a GPU (``--device cuda``) every network runs there, (a) makes its spectrograms on the device (the stage's
+``on: auto``), (a) and (b) run under bf16 autocast with ``--amp``; (c) stays as published (fp32, per-sample
+scipy spectrograms in the workers, the image encoder forward on the device).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -61,40 +66,53 @@ SIZES = {
 }
 
 
+DEVICE = torch.device("cpu")
+AMP = False
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def rate(step_fn, batches, batch: int, steps: int) -> float:
     """Samples/s of ``step_fn`` over ``steps`` batches after one warm-up step (the iterator included)."""
     it = iter(batches)
     step_fn(next(it))
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         step_fn(next(it))
+    sync()
     return steps * batch / (time.perf_counter() - t0)
 
 
-def audio_step(size: Size, dim: int) -> align_train.Step:
+def audio_step(size: Size, dim: int, amp: bool = False) -> align_train.Step:
     torch.manual_seed(0)
-    model = AudioEncoder(AudioEncoderConfig(width=size.audio_width, embed_dim=dim))
+    model = AudioEncoder(AudioEncoderConfig(width=size.audio_width, embed_dim=dim)).to(DEVICE)
     p = AudioEncoderParams()
     return align_train.Step(model, align_train.make_optimizer(p, model), make_loss("infonce"),
-                            audio_input.spectrogram_fn(size.spec), None, Dist(0, 1, torch.device("cpu")), False)
+                            audio_input.spectrogram_fn(size.spec), None, Dist(0, 1, DEVICE), amp)
 
 
 def stage_rate(size: Size, urls: list[str], table: FeatureTable, steps: int, workers: int) -> float:
-    cpu = torch.device("cpu")
-    spec = audio_input.spectrogram_fn(size.spec) if audio_input.in_workers(size.spec, cpu) else None
+    spec = audio_input.spectrogram_fn(size.spec) if audio_input.in_workers(size.spec, DEVICE) else None
     stream = AlignStream(urls, table, n_samples=audio_input.n_samples(size.spec), batch=size.batch,
                          shuffle_buffer=size.batch, seed=0, spec_fn=spec)
-    return rate(audio_step(size, table.dim), loader(stream, workers), size.batch, steps)
+    return rate(audio_step(size, table.dim, AMP), loader(stream, workers, pin_memory=DEVICE.type == "cuda"),
+                size.batch, steps)
 
 
 def bare_rate(size: Size, dim: int, steps: int) -> float:
-    step = audio_step(size, dim)
-    spec = step.spec_fn(torch.randn(size.batch, audio_input.n_samples(size.spec)) * 0.1)
-    feats = torch.randn(size.batch, dim)
+    step = audio_step(size, dim, AMP)
+    spec = step.spec_fn(torch.randn(size.batch, audio_input.n_samples(size.spec)) * 0.1).to(DEVICE)
+    feats = torch.randn(size.batch, dim, device=DEVICE)
     model, opt = step.model.train(), step.optimizer
 
     def bare(_: object) -> None:
-        loss = step.loss_fn(model(spec), feats)
+        with step.autocast():
+            z_a = model(spec)
+        loss = step.loss_fn(z_a.float(), feats)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -130,12 +148,12 @@ class PublishedStyle(Dataset):
 def published_rate(size: Size, urls: list[str], dim: int, steps: int, workers: int) -> float:
     samples = list(shard_io.read_samples(urls, ("jpg", "flac")))
     torch.manual_seed(0)
-    image_encoder = ImageEncoder(ImageEncoderConfig(width=size.image_width)).eval()
+    image_encoder = ImageEncoder(ImageEncoderConfig(width=size.image_width)).eval().to(DEVICE)
     step = audio_step(size, dim)
     model, opt = step.model.train(), step.optimizer
 
     def published(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        images, spec = batch
+        images, spec = batch[0].to(DEVICE), batch[1].to(DEVICE)
         with torch.no_grad():
             z_v = image_encoder(images)
         loss = step.loss_fn(model(spec), z_v)
@@ -147,8 +165,8 @@ def published_rate(size: Size, urls: list[str], dim: int, steps: int, workers: i
     return rate(published, data, size.batch, steps)
 
 
-def bench_size(key: str, steps: int, workers: int, rounds: int) -> dict[str, float]:
-    size = SIZES[key]
+def bench_size(key: str, steps: int, workers: int, rounds: int, batch: int | None = None) -> dict[str, float]:
+    size = SIZES[key] if batch is None else dataclasses.replace(SIZES[key], batch=batch)
     dim = 32 * size.image_width
     n = size.batch * (steps + 1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,10 +195,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1, help="repeat (a), (b), (c) interleaved; keep the best")
+    ap.add_argument("--batch", type=int, default=None, help="batch size for every size (default: each size's own)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast for (a) and (b) (on cuda)")
     args = ap.parse_args()
+    global DEVICE, AMP
+    DEVICE, AMP = torch.device(args.device), args.amp
+    if DEVICE.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name()}, amp: {AMP}")
     print(f"load average before: {os.getloadavg()}")
     for key in args.sizes.split(","):
-        bench_size(key, args.steps, args.workers, args.rounds)
+        bench_size(key, args.steps, args.workers, args.rounds, args.batch)
     print(f"load average after: {os.getloadavg()}")
 
 
