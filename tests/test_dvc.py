@@ -38,6 +38,8 @@ def set_params(root: Path, seed: int, selection: str = "top1") -> None:
                                eval_frames=8)
     params["embed"].update(batch=8, workers=0)
     params["audio_encoder"].update(width=4, epochs=1, max_steps=2, batch=8, workers=0)
+    params["evaluator"].update(width=2, epochs=1, batch=16, threads=1)
+    params["evaluate"].update(n_noise=2, volume_noise=1, mix_pairs=4, samples=2, batch=16, threads=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -69,6 +71,10 @@ def test_repro_runs_then_does_nothing_then_follows_the_seed(project: Path) -> No
     assert (project / "reports" / "generator" / "samples.png").is_file()
     assert (project / "artifacts" / "audio_encoder.pt").is_file() and (data / "embeddings").is_dir()
     assert "val_r1" in (project / "reports" / "align" / "metrics.json").read_text()
+    assert (project / "artifacts" / "evaluator.pt").is_file() and (project / "reports" / "evaluator.json").is_file()
+    assert len(list((project / "reports" / "samples").glob("*.png"))) == 2
+    shown = sh("dvc", "metrics", "show", cwd=project)
+    assert "reports/metrics.json" in shown and "volume_spearman" in shown and "evaluator_acc" in shown
 
     again = sh("dvc", "repro", cwd=project)
     assert "didn't change, skipping" in again and "Running stage" not in again

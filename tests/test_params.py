@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.params import DataParams, DecodeParams, ParamsError, scalar, section
+from pipeline.params import DataParams, DecodeParams, EvaluateParams, EvaluatorParams, ParamsError, scalar, section
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,3 +54,13 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
         section(tmp_path / "nope.yaml", "data", DataParams)
     with pytest.raises(ParamsError, match="not valid YAML"):
         section(_write(tmp_path, "data: {world: [}"), "data", DataParams)
+
+
+def test_evaluation_sections_load_and_name_unknown_keys(tmp_path: Path) -> None:
+    assert section(REPO / "params.yaml", "evaluator", EvaluatorParams) == EvaluatorParams()
+    assert section(REPO / "params.yaml", "evaluate", EvaluateParams).gains == (0.25, 0.5, 1.0, 2.0, 4.0)
+    with pytest.raises(ParamsError, match="unknown key 'evaluate.n_noize'"):
+        section(_write(tmp_path, "evaluate: {n_noize: 3}"), "evaluate", EvaluateParams)
+    for layers in ("[1, a, 1, 1]", "[1, 1, 1]"):
+        with pytest.raises(ParamsError, match="evaluator.layers"):
+            section(_write(tmp_path, f"evaluator: {{layers: {layers}}}"), "evaluator", EvaluatorParams)
