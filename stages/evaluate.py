@@ -125,7 +125,6 @@ def moment_hit(pairs: Path, videos: Path, events: Path) -> float:
     return hits / n if n else float("nan")
 
 
-
 def _clean(v: object) -> object:
     """JSON-safe: NaN/inf -> null, floats rounded."""
     if isinstance(v, float):

@@ -111,7 +111,6 @@ def train(p: EvaluatorParams, data: evaluator_data.LabelledData) -> tuple[Evalua
     return model, curve
 
 
-
 def run(p: EvaluatorParams, *, images: Path, videos: Path, events: Path, out: Path, report: Path,
         curve_csv: Path) -> dict:
     """Label, train, test on real frames; write the checkpoint, the report and the curve; return the report."""
