@@ -19,20 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import manifests, media, moments
-
-
-def main_events(events: list[dict], videos: dict[str, dict]) -> dict[str, list[tuple[float, float]]]:
-    """``{video_id: [(t_start, t_end), ...]}`` of the main events (own class, on screen)."""
-    out: dict[str, list[tuple[float, float]]] = {}
-    for e in events:
-        v = videos.get(e["video_id"])
-        if v is not None and e["on_screen"] and e["label"] == v["label"]:
-            out.setdefault(e["video_id"], []).append((e["t_start"], e["t_end"]))
-    return out
-
-
-def inside(t: float, spans: list[tuple[float, float]]) -> bool:
-    return any(a <= t < b for a, b in spans)
+from pipeline.events import inside, main_events
 
 
 def energy_time(path: Path, times: np.ndarray, window_s: float) -> float | None:

@@ -11,9 +11,9 @@ from typing import Annotated
 import typer
 
 from pipeline.cli_common import ParamsOpt, VideosIn, fail, require
-from pipeline.params import (AudioEncoderParams, DataParams, DecodeParams, EmbedParams, GeneratorParams,
-                             ImageEncoderParams, ImagesParams, LocalizerParams, PairsParams, ParamsError,
-                             ScoreParams, scalar, section)
+from pipeline.params import (AudioEncoderParams, DataParams, DecodeParams, EmbedParams, EvaluateParams,
+                             EvaluatorParams, GeneratorParams, ImageEncoderParams, ImagesParams, LocalizerParams,
+                             PairsParams, ParamsError, ScoreParams, scalar, section)
 
 stage_app = typer.Typer(help="Run one dvc.yaml stage (dvc.yaml calls these).", no_args_is_help=True)
 
@@ -213,3 +213,69 @@ def stage_train_audio_encoder(
     if summary["rank"] == 0:
         typer.echo(f"train_audio_encoder: {summary['epochs']} epochs, {summary['steps']} steps, "
                    f"best val R@1 {best.get('val_r1', float('nan')):.3f} (epoch {best.get('epoch', '-')})")
+
+
+def require_artifact(path: Path, stage: str) -> None:
+    """Fail with one sentence naming the stage that makes ``path`` when it does not exist."""
+    if not Path(path).exists():
+        fail(f"{path} is missing: run `dvc repro {stage}`")
+
+
+@stage_app.command("train_evaluator")
+def stage_train_evaluator(
+    params: ParamsOpt = Path("params.yaml"),
+    images: Annotated[Path, typer.Option(help="the images stage's folder")] = Path("data/images"),
+    videos: VideosIn = Path("data/videos.parquet"),
+    events: Annotated[Path, typer.Option(help="events.parquet (frame labels and sizes of the world)")]
+    = Path("data/events.parquet"),
+    out: Annotated[Path, typer.Option(help="checkpoint to write")] = Path("artifacts/evaluator.pt"),
+    report: Annotated[Path, typer.Option(help="accuracy report (JSON)")] = Path("reports/evaluator.json"),
+    curve: Annotated[Path, typer.Option(help="per-epoch training curve (CSV)")] = Path("reports/evaluator_curve.csv"),
+) -> None:
+    """Train the evaluator (classifier + drawn-size head) on labelled train frames; report test accuracy."""
+    for path, stage in ((images / "train.npy", "images"), (videos, "videos")):
+        require_artifact(path, stage)
+    from stages import train_evaluator
+
+    try:
+        summary = train_evaluator.run(section(params, "evaluator", EvaluatorParams), images=images, videos=videos,
+                                      events=events, out=out, report=report, curve_csv=curve)
+    except (ParamsError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    typer.echo(f"train_evaluator: test accuracy {summary['evaluator_acc']} on {summary['test_frames']} real frames, "
+               f"{summary['train_frames']} train frames, {summary['seconds']} s")
+
+
+@stage_app.command("evaluate")
+def stage_evaluate(
+    params: ParamsOpt = Path("params.yaml"),
+    shards: Annotated[Path, typer.Option(help="folder of the pair shards (test-*.tar)")] = Path("data/shards"),
+    audio_encoder: Annotated[Path, typer.Option(help="audio encoder")] = Path("artifacts/audio_encoder.pt"),
+    generator: Annotated[Path, typer.Option(help="generator")] = Path("artifacts/generator.pt"),
+    evaluator: Annotated[Path, typer.Option(help="evaluator")] = Path("artifacts/evaluator.pt"),
+    embeddings: Annotated[Path, typer.Option(help="the embed stage's folder")] = Path("data/embeddings"),
+    images: Annotated[Path, typer.Option(help="the images stage's folder")] = Path("data/images"),
+    pairs: Annotated[Path, typer.Option(help="pairs.parquet")] = Path("data/pairs.parquet"),
+    videos: VideosIn = Path("data/videos.parquet"),
+    events: Annotated[Path, typer.Option(help="events.parquet")] = Path("data/events.parquet"),
+    metrics: Annotated[Path, typer.Option(help="metrics to write (JSON)")] = Path("reports/metrics.json"),
+    plots: Annotated[Path, typer.Option(help="folder for per_class.csv and volume.csv")] = Path("reports/evaluate"),
+    samples: Annotated[Path, typer.Option(help="folder for the sample grids")] = Path("reports/samples"),
+) -> None:
+    """Generate from every test clip's sound; write R@k, FID, IS, references and controls."""
+    makers = ((shards, "pairs"), (pairs, "pairs"), (videos, "videos"), (events, "videos"),
+              (images / "eval.npy", "images"), (embeddings / "test.npy", "embed"), (audio_encoder, "train_audio_encoder"),
+              (generator, "train_generator"), (evaluator, "train_evaluator"))
+    for path, stage in makers:
+        require_artifact(path, stage)
+    from models.checkpoint import CheckpointMismatchError
+    from stages import evaluate
+
+    try:
+        m = evaluate.run(section(params, "evaluate", EvaluateParams), shards=shards, audio_encoder=audio_encoder,
+                         generator=generator, evaluator=evaluator, embeddings=embeddings, images=images, pairs=pairs,
+                         videos=videos, events=events, metrics=metrics, plots=plots, samples=samples)
+    except (ParamsError, ValueError, FileNotFoundError, CheckpointMismatchError) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    typer.echo("evaluate: " + ", ".join(f"{k} {m.get(k)}" for k in ("r1", "r5", "fid", "is", "r1_upper", "r1_lower",
+                                                                     "volume_spearman", "mix_top2", "moment_hit")))

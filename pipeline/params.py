@@ -366,12 +366,59 @@ class AudioEncoderParams:
     threads: int = 0  # torch CPU threads per process (0: torch's default)
 
 
+@dataclass(frozen=True)
+class EvaluatorParams:
+    """The evaluator classifier and its training (the `train_evaluator` stage; models/evaluator.py)."""
+
+    width: int = 16  # ResNet planes of the first stage; pool feature (FID) = 16 * width with avgmax
+    layers: tuple[int, int, int, int] = (1, 1, 1, 1)  # BasicBlocks per stage ((2, 2, 2, 2) = ResNet-18)
+    image_size: int = 64  # input side; frames and generated images are resized to it
+    stem: Literal["imagenet", "small"] = "small"  # small: 3x3 stride-2 conv, no max pool (fine shapes)
+    pool: Literal["avg", "avgmax"] = "avgmax"  # avgmax: average and max pool concatenated (small sources)
+    none_class: bool = True  # world: frames with no source drawn form a class `none` (else left out)
+    max_frames: int = 0  # at most this many labelled train frames (0: all)
+    epochs: int = 14
+    batch: int = 128
+    lr: float = 0.002  # AdamW, cosine schedule with a one-epoch linear warm-up
+    weight_decay: float = 0.0005
+    size_weight: float = 4.0  # weight of the size head's squared error beside the class cross-entropy
+    crop: float = 0.85  # random square windows of side crop .. zoom_out x the frame (zoom in and out)
+    zoom_out: float = 1.2
+    rotate: float = 180.0  # random rotations by up to this many degrees (the world's sources turn freely)
+    lowres: int = 32  # with p = 0.5 a frame is shrunk to lowres .. image_size pixels and back (0: never)
+    threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.layers) != 4:
+            raise ParamsError(f"evaluator.layers: expected 4 block counts (one per stage), got {list(self.layers)}")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The `evaluate` stage: images from test audio, metrics against the evaluator, controls, samples."""
+
+    n_noise: int = 8  # noise samples (images) per test clip; the same draws for every variant
+    truncation: float | None = None  # BigGAN truncation of the noise (None: plain normal)
+    gains: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # volume control: waveform gains
+    volume_noise: int = 2  # noise samples per clip and gain for the volume control
+    mix_pairs: int = 48  # mixing control: at most this many pairs of test clips of different classes
+    samples: int = 16  # grids written to reports/samples/ (first test clips)
+    is_splits: int = 10  # Inception Score splits (fewer when there are under 20 images per split)
+    batch: int = 64
+    clip_checkpoint: str | None = None  # local open_clip weights: adds CLIP R@1/R@5 against class names
+    clip_model: str = "ViT-B-32"  # open_clip model name of those weights
+    threads: int = 1  # torch intra-op threads
+    seed: int = 0
+
+
 SCALARS: dict[str, Any] = {"seed": int, "loss": Literal["infonce", "infonce_cos", "l2", "l1"],
                            "selection": Literal["top1", "mid", "random", "annotations"]}
 SECTIONS: dict[str, type] = {"data": DataParams, "decode": DecodeParams, "localizer": LocalizerParams,
                              "score": ScoreParams, "pairs": PairsParams, "images": ImagesParams,
                              "image_encoder": ImageEncoderParams, "generator": GeneratorParams,
-                             "embed": EmbedParams, "audio_encoder": AudioEncoderParams}
+                             "embed": EmbedParams, "audio_encoder": AudioEncoderParams,
+                             "evaluator": EvaluatorParams, "evaluate": EvaluateParams}
 
 
 def load_all(path: str | Path) -> dict[str, Any]:

@@ -35,6 +35,8 @@ def tiny_params(seed: int = 0, selection: str = "top1") -> dict[str, Any]:
                                eval_frames=8, fid_images=8)
     params["embed"].update(batch=8, workers=0)
     params["audio_encoder"].update(width=4, epochs=1, max_steps=2, batch=8, workers=0)
+    params["evaluator"].update(width=2, epochs=1, batch=16, threads=1)
+    params["evaluate"].update(n_noise=2, volume_noise=1, mix_pairs=4, samples=2, batch=16, threads=1)
     return params
 
 

@@ -12,8 +12,8 @@ from pipeline import manifests
 S2S = [sys.executable, "-m", "pipeline.cli"]
 COMMANDS = [[], ["stage"], ["stage", "videos"], ["stage", "train_localizer"], ["stage", "score"], ["stage", "pairs"],
             ["stage", "images"], ["stage", "train_image_encoder"], ["stage", "train_generator"], ["stage", "embed"],
-            ["stage", "train_audio_encoder"], ["generate"], ["interpolate"], ["edit"], ["embed-audio"], ["embed-image"], ["annotations"],
-            ["annotations", "import"],
+            ["stage", "train_audio_encoder"], ["stage", "train_evaluator"], ["stage", "evaluate"], ["generate"],
+            ["interpolate"], ["edit"], ["embed-audio"], ["embed-image"], ["annotations"], ["annotations", "import"],
             ["manifest"], ["manifest", "show"], ["moments"], ["moments", "show"]]
 
 

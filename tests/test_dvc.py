@@ -33,6 +33,10 @@ def test_repro_runs_then_does_nothing_then_follows_the_seed(project: Path) -> No
     assert (project / "reports" / "generator" / "samples.png").is_file()
     assert (project / "artifacts" / "audio_encoder.pt").is_file() and (data / "embeddings").is_dir()
     assert "val_r1" in (project / "reports" / "align" / "metrics.json").read_text()
+    assert (project / "artifacts" / "evaluator.pt").is_file() and (project / "reports" / "evaluator.json").is_file()
+    assert len(list((project / "reports" / "samples").glob("*.png"))) == 2
+    shown = sh("dvc", "metrics", "show", cwd=project)
+    assert "reports/metrics.json" in shown and "volume_spearman" in shown and "evaluator_acc" in shown
 
     again = sh("dvc", "repro", cwd=project)
     assert "didn't change, skipping" in again and "Running stage" not in again

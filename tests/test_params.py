@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.params import (SCALARS, SECTIONS, DataParams, DecodeParams, ParamsError, load_all, read_yaml, scalar,
-                             section)
+from pipeline.params import (SCALARS, SECTIONS, DataParams, DecodeParams, EvaluateParams, EvaluatorParams,
+                             ParamsError, load_all, read_yaml, scalar, section)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,3 +127,13 @@ def test_yaml_reads_on_and_yes_as_strings_like_dvc(tmp_path: Path) -> None:
     a = section(p, "audio_encoder", AudioEncoderParams)
     assert a.spectrogram.on == "workers" and a.amp is False
     assert read_yaml(_write(tmp_path, "x: yes\ny: True\n")) == {"x": "yes", "y": True}
+
+
+def test_evaluation_sections_load_and_name_unknown_keys(tmp_path: Path) -> None:
+    assert section(REPO / "params.yaml", "evaluator", EvaluatorParams) == EvaluatorParams()
+    assert section(REPO / "params.yaml", "evaluate", EvaluateParams).gains == (0.25, 0.5, 1.0, 2.0, 4.0)
+    with pytest.raises(ParamsError, match="unknown key 'evaluate.n_noize'"):
+        section(_write(tmp_path, "evaluate: {n_noize: 3}"), "evaluate", EvaluateParams)
+    for layers in ("[1, a, 1, 1]", "[1, 1, 1]"):
+        with pytest.raises(ParamsError, match="evaluator.layers"):
+            section(_write(tmp_path, f"evaluator: {{layers: {layers}}}"), "evaluator", EvaluatorParams)

@@ -1,0 +1,231 @@
+"""Stage `evaluate`: images from every test clip's sound, measured against the evaluator, with references.
+
+For each test pair (the `pairs` stage's test shards) the audio window goes through the audio encoder (its
+own spectrogram recipe) and the generator with ``n_noise`` fixed noise draws (the same draws for every
+variant below). The evaluator (`train_evaluator`) then gives:
+
+* ``r1`` / ``r5``: share of generated images whose top-1 / top-5 evaluator class is the clip's label;
+  ``fid``: FID of the generated images against the real labelled test frames (`images` stage ``eval.*``;
+  the pairs' own frames when there are none), on the evaluator's pool features; ``is``: Inception Score
+  with the evaluator's softmax. ``fid_real``: FID of the real val frames against the real test frames
+  (the floor a perfect generator would reach with this many frames).
+* References in the same run: ``*_upper``: the generator fed the true image feature of the pair's frame
+  (the `embed` stage's test features); ``*_lower``: every clip's images drawn from the audio feature of
+  another clip (a seeded derangement), scored against the clip's own label.
+* Controls: ``volume_spearman``: the same clip's waveform scaled by each of ``gains`` (before the
+  spectrogram), fixed noise, the evaluator's drawn-size head on the images, Spearman of size against gain
+  per clip and noise, averaged; ``mix_top2``: two clips of different classes mixed 50/50, the share of
+  images whose evaluator top-2 (``none`` left out) holds both classes; ``moment_hit``: the share of pairs
+  (all splits) whose selected frame lies in a main event of events.parquet (pipeline/events.py).
+* ``clip_r1`` / ``clip_r5`` with ``clip_checkpoint`` (pipeline/clip_eval.py).
+
+Writes ``reports/metrics.json`` (flat keys; null where a figure cannot be measured, e.g. controls without
+events), ``reports/evaluate/per_class.csv`` and ``volume.csv`` (DVC plots) and ``reports/samples/*.png``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.evaluator import ClassLogits, PoolFeatures
+from pipeline import eval_metrics, evaluation, features, generate, manifests
+from pipeline import events as gt
+from pipeline.evaluation import Judge, SoundToImage, TestSet
+from pipeline.evaluator_data import NONE, write_text
+from pipeline.image_store import read_images
+from pipeline.manifests import tmp_name
+from pipeline.params import EvaluateParams
+from pipeline.sample_grid import sample_grid
+
+log = logging.getLogger(__name__)
+
+
+class Scorer:
+    """R@k, FID and IS of sets of generated images against the test labels."""
+
+    def __init__(self, judge: Judge, real: Tensor, p: EvaluateParams):
+        self.judge, self.p = judge, p
+        self.fid = eval_metrics.Fid(PoolFeatures(judge.model), real, batch=p.batch * 4) if len(real) >= 2 else None
+
+    def __call__(self, name: str, images: Tensor, labels: Tensor, *, fid: bool = True) -> tuple[dict, Tensor]:
+        """``images [N, K, 3, R, R]``, ``labels [N]`` -> ({r1, r5, fid, is} with suffix ``name``, logits [N*K, C])."""
+        flat = images.flatten(0, 1)
+        logits, _ = self.judge(flat)
+        r = eval_metrics.recall_at_k(logits, labels.repeat_interleave(images.shape[1]), (1, 5))
+        out = {f"r1{name}": r[1], f"r5{name}": r[5]}
+        if fid:  # both need two images at least (FID: two real frames too)
+            enough = len(flat) >= 2
+            out[f"fid{name}"] = self.fid(flat) if enough and self.fid is not None else float("nan")
+            out[f"is{name}"] = (eval_metrics.inception_score(ClassLogits(self.judge.model), flat, self.p.is_splits,
+                                                              seed=self.p.seed) if enough else float("nan"))
+        return out, logits
+
+
+def real_frames(images: Path, split: str) -> np.ndarray:
+    """The labelled eval frames of ``split`` (uint8 ``[M, S, S, 3]``; empty when there are none)."""
+    arr, table = read_images(images, "eval")
+    idx = np.flatnonzero(np.array(table.column("split").to_pylist(), dtype=object) == split)
+    return np.asarray(arr[idx]) if len(idx) else np.zeros((0, *arr.shape[1:]), np.uint8)
+
+
+def upper_features(embeddings: Path, keys: list[str]) -> tuple[list[int], Tensor]:
+    """(positions of the test keys that have an image feature, their features ``[M, D]``)."""
+    table = features.read(embeddings, "test")
+    pos = [i for i, k in enumerate(keys) if k in table.rows]
+    if len(pos) < len(keys):
+        log.warning("%d test pairs have no image feature in %s: left out of the upper reference",
+                    len(keys) - len(pos), embeddings)
+    rows = np.array([table.rows[keys[i]] for i in pos], np.int64)
+    return pos, torch.from_numpy(np.asarray(table.features[rows], np.float32).reshape(len(pos), -1))
+
+
+def volume(s2i: SoundToImage, judge: Judge, test: TestSet, z: Tensor, p: EvaluateParams) -> tuple[float, list[float]]:
+    """(mean Spearman of drawn size against gain, mean drawn size per gain) over test clips and noises."""
+    sizes = []
+    for g in p.gains:
+        imgs = s2i.images(s2i.features(s2i.fit(test.waves, g)), z)  # [N, K, 3, R, R]
+        sizes.append(judge(imgs.flatten(0, 1))[1].view(len(test.keys), len(z)))
+    per_gain = torch.stack(sizes, -1).flatten(0, 1).numpy()  # [N * K, n_gains]
+    return (eval_metrics.volume_spearman(per_gain, np.array(p.gains)),
+            [round(float(v), 4) for v in per_gain.mean(0)])
+
+
+def mixing(s2i: SoundToImage, judge: Judge, test: TestSet, z: Tensor, p: EvaluateParams) -> tuple[float, int]:
+    """(share of mixed-clip images whose top-2 holds both classes, number of mixed pairs)."""
+    pairs = evaluation.mix_partners(test.labels, p.mix_pairs)
+    if not pairs:
+        return float("nan"), 0
+    a, b = [i for i, _ in pairs], [j for _, j in pairs]
+    waves = 0.5 * (s2i.fit([test.waves[i] for i in a]) + s2i.fit([test.waves[j] for j in b]))
+    logits, _ = judge(s2i.images(s2i.features(waves), z).flatten(0, 1))
+    y = judge.index(test.labels)
+    none = judge.classes.index(NONE) if NONE in judge.classes else None
+    k = len(z)
+    return eval_metrics.mix_top2(logits, y[a].repeat_interleave(k), y[b].repeat_interleave(k), exclude=none), len(pairs)
+
+
+def moment_hit(pairs: Path, videos: Path, events: Path) -> float:
+    """Share of pairs whose selected frame is inside a main event (NaN without events: real data)."""
+    ev = [e for rows in gt.by_clip(events).values() for e in rows]
+    if not ev:
+        return float("nan")
+    clips = {r["video_id"]: r for r in manifests.read(videos, manifests.VIDEOS).to_pylist()}
+    picks = {r["video_id"]: r["t_s"] for r in manifests.read(pairs, manifests.PAIRS).to_pylist()}
+    hits, n = gt.moment_hits(picks, ev, clips)
+    return hits / n if n else float("nan")
+
+
+def _clean(v: object) -> object:
+    """JSON-safe: NaN/inf -> null, floats rounded."""
+    if isinstance(v, float):
+        return None if not math.isfinite(v) else round(v, 5)
+    return v
+
+
+def per_class_csv(judge: Judge, labels: list[str], variants: dict[str, tuple[Tensor, Tensor]]) -> str:
+    """One row per test class: its clips, R@1 of each variant (``{suffix: (logits [M, C], labels [M])}``, one
+    row per image) and whether the evaluator knows the class (an unknown class scores 0)."""
+    rows = ["class,clips," + ",".join(f"r1{s}" for s in variants) + ",in_evaluator"]
+    for c in sorted(set(labels)):
+        ci = judge.classes.index(c) if c in judge.classes else None
+        rates = [eval_metrics.recall_at_k(lg[yy == ci], yy[yy == ci], (1,))[1] if ci is not None else 0.0
+                 for lg, yy in variants.values()]
+        rows.append(f"{c},{labels.count(c)}," + ",".join(f"{r:.4f}" for r in rates) + f",{int(ci is not None)}")
+    return "\n".join(rows) + "\n"
+
+
+def write_samples(folder: Path, s2i: SoundToImage, test: TestSet, images: Tensor, n: int, tile: int) -> int:
+    """``reports/samples/NNN_KEY.png``: [spectrogram | true frame | four generated images] for the first ``n`` clips."""
+    tmp = tmp_name(folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    count = min(n, len(test.keys))
+    for i in range(count):
+        spec = s2i.spectrogram(s2i.fit(test.waves[i:i + 1]))[0]
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", test.keys[i])
+        sample_grid(tmp / f"{i:03d}_{name}.png", spec, test.frames[i], images[i, :4], tile)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return count
+
+
+def variants(scorer: Scorer, s2i: SoundToImage, test: TestSet, y: Tensor, z: Tensor, embeddings: Path,
+             seed: int) -> tuple[dict, dict[str, tuple[Tensor, Tensor]], Tensor]:
+    """The clips' own sound, the upper and the lower reference: (metrics, ``{suffix: (logits [M, C], labels [M])}``,
+    the images of the clips' own sound ``[N, K, 3, R, R]``)."""
+    feats = s2i.features(s2i.fit(test.waves))
+    main = s2i.images(feats, z)
+    m, logits = scorer("", main, y)
+    pos, up_feats = upper_features(embeddings, test.keys)
+    up, logits_up = scorer("_upper", s2i.images(up_feats, z), y[pos])
+    perm = torch.from_numpy(evaluation.derangement(len(test.keys), seed))
+    low, logits_low = scorer("_lower", s2i.images(feats[perm], z), y, fid=False)
+    k = len(z)
+    per_image = {"": (logits, y.repeat_interleave(k)), "_upper": (logits_up, y[pos].repeat_interleave(k)),
+                 "_lower": (logits_low, y.repeat_interleave(k))}
+    return {**m, **up, **low}, per_image, main
+
+
+def controls(s2i: SoundToImage, judge: Judge, test: TestSet, z: Tensor, p: EvaluateParams, plots: Path) -> dict:
+    """Volume (also written to ``plots/volume.csv``) and mixing."""
+    m: dict = {"volume_spearman": float("nan")}
+    sizes = [float("nan")] * len(p.gains)
+    if judge.has_size:
+        m["volume_spearman"], sizes = volume(s2i, judge, test, z[:p.volume_noise], p)
+    else:
+        log.warning("volume control not measured: the evaluator has no drawn-size training (no events)")
+    write_text(plots / "volume.csv", "gain,mean_size\n" + "".join(f"{g},{s}\n" for g, s in zip(p.gains, sizes)))
+    m["mix_top2"], m["mix_pairs"] = mixing(s2i, judge, test, z, p)
+    return m
+
+
+def run(p: EvaluateParams, *, shards: Path, audio_encoder: Path, generator: Path, evaluator: Path,
+        embeddings: Path, images: Path, pairs: Path, videos: Path, events: Path, metrics: Path,
+        plots: Path, samples: Path) -> dict:
+    """Measure everything (module docstring); write metrics, plots and samples; return the metrics."""
+    torch.set_num_threads(p.threads)
+    t0 = time.time()
+    if p.clip_checkpoint:  # fail now, not after the rest
+        from pipeline import clip_eval
+        clip_eval.require(Path(p.clip_checkpoint), p.clip_model)
+    judge, s2i = Judge(evaluator), SoundToImage(audio_encoder, generator, p.batch)
+    test = evaluation.read_test(shards, judge.model.config.image_size)
+    res, y = s2i.G.cfg.resolution, judge.index(test.labels)
+    unknown = sorted({lab for lab, i in zip(test.labels, y.tolist()) if i < 0})
+    if unknown:
+        log.warning("test classes without train frames (the evaluator cannot name them; their clips count as "
+                    "misses): %s", unknown)
+    real_test, real_val = real_frames(images, "test"), real_frames(images, "val")
+    real = evaluation.frames_like(real_test if len(real_test) else test.frames, res)
+    scorer = Scorer(judge, real, p)
+    z = generate.truncated_noise(p.n_noise, s2i.dim_z, p.truncation, p.seed)
+    m: dict = {"test_clips": len(test.keys), "images_per_clip": p.n_noise, "unknown_class_clips": int((y < 0).sum()),
+               "evaluator_acc": judge.test_acc, "real_frames": len(real)}
+    scores, per_image, main = variants(scorer, s2i, test, y, z, embeddings, p.seed)
+    m.update(scores)
+    m["fid_real"] = (scorer.fid(evaluation.frames_like(real_val, res))
+                     if len(real_val) >= 2 and len(real_test) and scorer.fid is not None else float("nan"))
+    m.update(controls(s2i, judge, test, z, p, plots))
+    m["moment_hit"] = moment_hit(pairs, videos, events)
+    if p.clip_checkpoint:
+        from pipeline import clip_eval
+        names = sorted(set(c for c in judge.classes if c != NONE) | set(test.labels))
+        m.update(clip_eval.clip_recall(main.flatten(0, 1), [names.index(v) for v in test.labels for _ in z],
+                                       names, Path(p.clip_checkpoint), p.clip_model))
+    write_text(plots / "per_class.csv", per_class_csv(judge, test.labels, per_image))
+    m["samples"] = write_samples(samples, s2i, test, main, p.samples, judge.model.config.image_size)
+    m["seconds"] = round(time.time() - t0, 1)
+    m = {k: _clean(v) for k, v in m.items()}
+    write_text(metrics, json.dumps(m, indent=2) + "\n")
+    log.info("evaluate: %s", m)
+    return m

@@ -1,0 +1,163 @@
+"""Evaluation: the metric functions on inputs with known answers, the evaluator learning a tiny world, and the
+`evaluate` stage end to end through the CLI on tiny artifacts (with its bad inputs)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from models.evaluator import Evaluator
+from pipeline import eval_metrics, evaluation
+from pipeline.params import EvaluatorParams
+from stages import train_evaluator
+from tests.eval_setup import write_artifacts, write_clip, write_world
+
+S2S = [sys.executable, "-m", "pipeline.cli"]
+
+
+def test_recall_at_k_on_known_logits() -> None:
+    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [0.0, 1.0, 2.0], [5.0, 0.0, 1.0]])
+    labels = torch.tensor([0, 2, -1, 2])  # hit at 1; second best; unknown class; second best
+    r = eval_metrics.recall_at_k(logits, labels, (1, 2, 3))
+    assert r == {1: 0.25, 2: 0.75, 3: 0.75}
+    assert eval_metrics.per_class_recall(logits, labels, 3)[:1] == [1.0]
+    assert math.isnan(eval_metrics.recall_at_k(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))[1])
+
+
+def test_spearman_and_volume() -> None:
+    gains = np.array([0.25, 0.5, 1, 2, 4])
+    assert eval_metrics.spearman(np.array([1, 2, 3, 4, 5.0]), gains) == pytest.approx(1.0)
+    assert eval_metrics.spearman(np.array([5, 4, 3, 2, 1.0]), gains) == pytest.approx(-1.0)
+    assert eval_metrics.spearman(np.full(5, 0.3), gains) == 0.0  # a constant size ranks nothing
+    sizes = np.array([[0.1, 0.2, 0.3, 0.4, 0.5], [0.5, 0.4, 0.3, 0.2, 0.1], [0.1, 0.3, 0.2, 0.4, 0.5]])
+    assert eval_metrics.volume_spearman(sizes, gains) == pytest.approx((1 - 1 + 0.9) / 3)
+
+
+def test_mix_top2_leaves_out_the_none_class() -> None:
+    logits = torch.tensor([[5.0, 4.0, 0.0, 9.0], [5.0, 0.0, 4.0, 9.0], [0.0, 4.0, 5.0, 1.0]])
+    a, b = torch.tensor([0, 0, 0]), torch.tensor([1, 1, 1])
+    assert eval_metrics.mix_top2(logits, a, b, exclude=3) == pytest.approx(1 / 3)
+    assert eval_metrics.mix_top2(logits, a, b) == 0.0  # with `none` (index 3) ranked, no row has both
+
+
+def test_fid_and_inception_score_through_torchmetrics() -> None:
+    torch.manual_seed(0)
+    feat = nn.Flatten()  # images [N, 3, 2, 2] -> 12 features
+    feat.num_features = 12
+    real = torch.randn(400, 3, 2, 2)
+    fid = eval_metrics.Fid(feat, real)
+    assert fid(torch.randn(400, 3, 2, 2)) < 0.5  # the same distribution
+    assert fid(torch.randn(400, 3, 2, 2) + 2.0) == pytest.approx(12 * 4.0, rel=0.1)  # mean shift 2 in 12 dims
+    one_hot = torch.eye(4).repeat(50, 1).view(200, 4, 1, 1).expand(200, 4, 1, 1) * 50
+    identity = nn.Flatten()
+    assert eval_metrics.inception_score(identity, one_hot, splits=1) == pytest.approx(4.0, rel=1e-3)
+    assert eval_metrics.inception_score(identity, one_hot[::4], splits=2) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_derangement_and_mix_partners() -> None:
+    perm = evaluation.derangement(7, seed=3)
+    assert sorted(perm.tolist()) == list(range(7)) and not (perm == np.arange(7)).any()
+    labels = ["a", "a", "b", "c", "a"]
+    pairs = evaluation.mix_partners(labels, 10)
+    assert pairs == [(0, 2), (1, 2), (2, 3), (3, 4), (4, 2)]
+    assert evaluation.mix_partners(["a", "a"], 5) == []
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The tiny world, an evaluator trained on it (the stage's run) and the evaluate stage's other inputs."""
+    root = tmp_path_factory.mktemp("evalworld")
+    write_world(root)
+    p = EvaluatorParams(width=4, layers=(1, 1, 1, 1), image_size=32, epochs=12, batch=32, lr=0.005, rotate=0.0,
+                        lowres=16, threads=1)
+    summary = train_evaluator.run(p, images=root / "images", videos=root / "videos.parquet",
+                                  events=root / "events.parquet", out=root / "evaluator.pt",
+                                  report=root / "evaluator.json", curve_csv=root / "curve.csv")
+    write_artifacts(root)
+    write_clip(root)
+    return root, summary
+
+
+def test_evaluator_learns_the_tiny_world(world: tuple[Path, dict]) -> None:
+    root, summary = world
+    assert summary["classes"] == ["class0", "class1", "class2", "none"] and summary["labels_from"] == "events"
+    assert summary["evaluator_acc"] >= 0.9, summary
+    assert summary["evaluator_size_mae"] < 0.12, summary  # sizes span 0.25 .. 0.8 of the frame
+    assert json.loads((root / "evaluator.json").read_text())["test_frames"] == 24
+    curve = (root / "curve.csv").read_text().splitlines()
+    assert curve[0].startswith("epoch,step") and len(curve) == 13
+    obj = torch.load(root / "evaluator.pt", weights_only=True)
+    assert obj["classes"] == summary["classes"] and obj["has_size"] is True
+    out = Evaluator.from_checkpoint(obj)(torch.zeros(2, 3, 64, 64))  # any input size
+    assert out.logits.shape == (2, 4) and out.size.shape == (2,) and out.pool.shape == (2, 64)  # avg + max of 32 channels
+
+
+def _params(root: Path, **evaluate: object) -> Path:
+    base = dict(n_noise=2, volume_noise=1, mix_pairs=4, samples=3, batch=16, threads=1, is_splits=2)
+    path = root / "params.yaml"
+    path.write_text(json.dumps({"evaluate": {**base, **evaluate}}))
+    return path
+
+
+def evaluate_cli(root: Path, *extra: str, params: Path | None = None) -> subprocess.CompletedProcess:
+    args = ["stage", "evaluate", "--params", str(params or _params(root)), "--shards", str(root / "shards"),
+            "--audio-encoder", str(root / "audio_encoder.pt"), "--generator", str(root / "generator.pt"),
+            "--evaluator", str(root / "evaluator.pt"), "--embeddings", str(root / "embeddings"),
+            "--images", str(root / "images"), "--pairs", str(root / "pairs.parquet"),
+            "--videos", str(root / "videos.parquet"), "--events", str(root / "events.parquet"),
+            "--metrics", str(root / "reports" / "metrics.json"), "--plots", str(root / "reports" / "evaluate"),
+            "--samples", str(root / "reports" / "samples"), *extra]
+    return subprocess.run([*S2S, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_evaluate_stage_end_to_end(world: tuple[Path, dict]) -> None:
+    root, _ = world
+    params = _params(root, clip_checkpoint=str(root / "tiny_clip.pt"), clip_model=str(root / "TinyClip.json"))
+    out = evaluate_cli(root, params=params)
+    assert out.returncode == 0, out.stderr[-2000:]
+    m = json.loads((root / "reports" / "metrics.json").read_text())
+    for key in ("r1", "r5", "fid", "is", "r1_upper", "fid_upper", "r1_lower", "volume_spearman", "mix_top2",
+                "moment_hit", "evaluator_acc", "fid_real"):
+        assert m[key] is not None, key
+    assert m["test_clips"] == 8 and m["images_per_clip"] == 2
+    assert m["unknown_class_clips"] == 2 and "class3" in out.stderr  # reported, not a crash
+    assert 0 <= m["r1"] <= m["r5"] <= 1 and m["fid"] >= 0 and m["is"] >= 1.0
+    assert -1 <= m["volume_spearman"] <= 1 and 0 <= m["mix_top2"] <= 1
+    assert 0 <= m["clip_r1"] <= m["clip_r5"] <= 1  # a random tiny CLIP: only the plumbing is checked
+    assert m["moment_hit"] == 0.5  # half of the pairs were picked inside their event
+    per_class = (root / "reports" / "evaluate" / "per_class.csv").read_text().splitlines()
+    assert per_class[0] == "class,clips,r1,r1_upper,r1_lower,in_evaluator" and per_class[-1].startswith("class3,2,")
+    assert per_class[-1].endswith(",0")
+    assert len((root / "reports" / "evaluate" / "volume.csv").read_text().splitlines()) == 6
+    grids = sorted((root / "reports" / "samples").glob("*.png"))
+    assert len(grids) == 3 and grids[0].name == "000_test0000_0.png"
+
+
+def test_missing_artifact_names_the_stage_that_makes_it(world: tuple[Path, dict]) -> None:
+    root, _ = world
+    out = evaluate_cli(root, "--generator", str(root / "nope" / "generator.pt"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{root / 'nope' / 'generator.pt'} is missing: run `dvc repro train_generator`" in out.stderr
+
+
+def test_empty_test_split_is_one_clear_error(world: tuple[Path, dict]) -> None:
+    root, _ = world
+    (root / "no_shards").mkdir(exist_ok=True)
+    out = evaluate_cli(root, "--shards", str(root / "no_shards"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: the test split is empty")
+
+
+def test_missing_clip_weights_are_one_clear_error(world: tuple[Path, dict]) -> None:
+    root, _ = world
+    out = evaluate_cli(root, params=_params(root, clip_checkpoint=str(root / "no_clip.pt")))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"evaluate.clip_checkpoint {root / 'no_clip.pt'} is missing" in out.stderr
