@@ -74,11 +74,13 @@ class SpectralNormMixin:
         return [getattr(self, f"{prefix}{i}") for i in range(self.num_svs)]
 
     def normalized_weight(self) -> torch.Tensor:
-        """The weight divided by its top singular value estimate; same shape as ``weight``."""
+        """The weight divided by its top singular value estimate; same shape as ``weight``. The power
+        iteration runs in float32 even under autocast (its ``u`` / ``sv`` buffers stay float32)."""
         w_mat = self.weight.view(self.weight.size(0), -1)
         svs: list[torch.Tensor] = []
-        for _ in range(self.num_itrs):
-            svs = power_iteration(w_mat, self._buffers_named("u"), self.training, self.sn_eps)
+        with torch.autocast(device_type=self.weight.device.type, enabled=False):
+            for _ in range(self.num_itrs):
+                svs = power_iteration(w_mat, self._buffers_named("u"), self.training, self.sn_eps)
         if self.training:
             with torch.no_grad():
                 for buf, sv in zip(self._buffers_named("sv"), svs):

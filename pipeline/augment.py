@@ -27,7 +27,7 @@ def random_resized_crop(x: Tensor, size: int, scale: tuple[float, float], gen: t
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
-    grid = F.affine_grid(theta, [b, 3, size, size], align_corners=False)
+    grid = F.affine_grid(theta.to(x), [b, 3, size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
@@ -82,25 +82,30 @@ def _colour(x: Tensor, gen: torch.Generator | None) -> Tensor:
     return (x - mean) * (_rand((b, 1, 1, 1), x, gen) + 0.5) + mean
 
 
+def _grid(h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Row and column index ``Tensor[h, w]`` each, on ``device`` (the random draws stay on the CPU)."""
+    return torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+
+
 def _translation(x: Tensor, gen: torch.Generator | None, ratio: float = 0.125) -> Tensor:
     b, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    dy = torch.randint(-sh, sh + 1, (b, 1, 1), generator=gen)
-    dx = torch.randint(-sw, sw + 1, (b, 1, 1), generator=gen)
-    gy, gx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    dy = torch.randint(-sh, sh + 1, (b, 1, 1), generator=gen).to(x.device)
+    dx = torch.randint(-sw, sw + 1, (b, 1, 1), generator=gen).to(x.device)
+    gy, gx = _grid(h, w, x.device)
     gy = torch.clamp(gy[None] + dy + 1, 0, h + 1)
     gx = torch.clamp(gx[None] + dx + 1, 0, w + 1)
     padded = F.pad(x, [1, 1, 1, 1])
     idx = (gy * (w + 2) + gx).view(b, 1, h * w).expand(-1, x.shape[1], -1)
-    return padded.flatten(2).gather(2, idx.to(x.device)).view_as(x)
+    return padded.flatten(2).gather(2, idx).view_as(x)
 
 
 def _cutout(x: Tensor, gen: torch.Generator | None, ratio: float = 0.5) -> Tensor:
     b, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    oy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), generator=gen)
-    ox = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), generator=gen)
-    gy, gx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    oy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), generator=gen).to(x.device)
+    ox = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), generator=gen).to(x.device)
+    gy, gx = _grid(h, w, x.device)
     inside = ((gy[None] - oy + ch // 2).abs() < ch / 2) & ((gx[None] - ox + cw // 2).abs() < cw / 2)
     return x * (~inside).unsqueeze(1).to(x)
 

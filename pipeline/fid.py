@@ -57,10 +57,11 @@ class FidCurve:
         self.feats = swav.embed(features.encoder, chosen, size=features.size)  # what G is conditioned on
         self.batch, self.ok = batch, len(pick) >= 2
         self.z = torch.randn(len(pick), dim_z, generator=torch.Generator().manual_seed(seed))
-        self.metric = FrechetInceptionDistance(feature=features, reset_real_features=False)
+        self.device = next(features.encoder.parameters()).device  # the metric runs where the encoder is
+        self.metric = FrechetInceptionDistance(feature=features, reset_real_features=False).to(self.device)
         real = icgan.to_unit(icgan.to_gan_images(chosen, resolution))
         for s in range(0, len(real), batch):
-            self.metric.update(real[s:s + batch], real=True)
+            self.metric.update(real[s:s + batch].to(self.device), real=True)
 
     def __len__(self) -> int:
         return len(self.z)
@@ -72,7 +73,7 @@ class FidCurve:
         self.metric.reset()  # forgets the fakes only (reset_real_features=False)
         fake = icgan.sample(G, self.feats, self.z, batch=self.batch)
         for s in range(0, len(fake), self.batch):
-            self.metric.update(fake[s:s + self.batch], real=False)
+            self.metric.update(fake[s:s + self.batch].to(self.device), real=False)
         value = float(self.metric.compute())
         return round(value, 4) if np.isfinite(value) else None
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from models.biggan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from models.gan_training import d_hinge_loss, ema_update, g_hinge_loss
 from pipeline.augment import diff_augment
+from pipeline.devices import autocast, to_device
 
 
 @dataclass(frozen=True)
@@ -35,18 +36,19 @@ class GanRecipe:
     augment: str = "translation,color"
     ema_decay: float = 0.999
     ema_start: int = 100
+    amp: bool = False  # bf16 autocast of the G and D forward passes on CUDA (ignored on CPU)
 
 
 @torch.no_grad()
 def neighbourhoods(features: Tensor, k: int, chunk: int = 1024) -> Tensor:
     """Indices ``Tensor[N, k]`` of each row's ``k`` most cosine-similar rows of unit-norm ``features [N, D]``
-    (the row itself first, as its own nearest neighbour)."""
+    (the row itself first, as its own nearest neighbour), on the features' device."""
     k = min(k, features.shape[0])
     out = []
     for start in range(0, features.shape[0], chunk):
         sim = features[start:start + chunk] @ features.t()
-        rows = torch.arange(start, start + sim.shape[0])
-        sim[torch.arange(sim.shape[0]), rows] = float("inf")
+        rows = torch.arange(start, start + sim.shape[0], device=sim.device)
+        sim[torch.arange(sim.shape[0], device=sim.device), rows] = float("inf")
         out.append(sim.topk(k, dim=1).indices)
     return torch.cat(out)
 
@@ -67,11 +69,14 @@ def to_unit(x: Tensor) -> Tensor:
 
 
 class Trainer:
-    """G, D, EMA G and their optimisers. ``step(real_u8, feats, nbrs, gen)`` does one IC-GAN update."""
+    """G, D, EMA G and their optimisers on ``device``. ``step(real_u8, feats, nbrs, gen)`` does one IC-GAN
+    update: the corpus and its features may stay on the CPU (each batch is moved), the random draws come
+    from the CPU generator ``gen`` (the same batches, noise and augmentations on any device)."""
 
-    def __init__(self, g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig, r: GanRecipe) -> None:
-        self.g_cfg, self.d_cfg, self.recipe = g_cfg, d_cfg, r
-        self.G, self.D = Generator(g_cfg), Discriminator(d_cfg)
+    def __init__(self, g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig, r: GanRecipe,
+                 device: torch.device = torch.device("cpu")) -> None:
+        self.g_cfg, self.d_cfg, self.recipe, self.device = g_cfg, d_cfg, r, device
+        self.G, self.D = Generator(g_cfg).to(device), Discriminator(d_cfg).to(device)
         self.G_ema = copy.deepcopy(self.G).eval()
         for p in self.G_ema.parameters():
             p.requires_grad_(False)
@@ -84,26 +89,32 @@ class Trainer:
         n, k = nbrs.shape
         inst = torch.randint(0, n, (self.recipe.batch,), generator=gen)
         pick = nbrs[inst, torch.randint(0, k, (self.recipe.batch,), generator=gen)]
-        return to_unit(real_u8[pick]), feats[inst]
+        return to_unit(to_device(real_u8[pick], self.device)), to_device(feats[inst], self.device)
 
     def _z(self, gen: torch.Generator) -> Tensor:
-        return torch.randn(self.recipe.batch, self.G.dim_z, generator=gen)
+        return to_device(torch.randn(self.recipe.batch, self.G.dim_z, generator=gen), self.device)
 
     def step(self, real_u8: Tensor, feats: Tensor, nbrs: Tensor, gen: torch.Generator) -> dict[str, float]:
-        """One IC-GAN update (``d_steps`` D updates, one G update, EMA); returns the losses."""
+        """One IC-GAN update (``d_steps`` D updates, one G update, EMA); returns the losses. With
+        ``recipe.amp`` on CUDA the forward passes run under bf16 autocast (spectral-norm buffers and
+        optimiser state stay float32); the hinge losses are computed on float32 scores."""
         r, aug = self.recipe, self.recipe.augment
         self.G.train()
         for _ in range(r.d_steps):
             real, h = self._batch(real_u8, feats, nbrs, gen)
-            with torch.no_grad():
-                fake = self.G(self._z(gen), feature=h)
-            d_loss = d_hinge_loss(self.D(diff_augment(real, aug, gen), feature=h),
-                                  self.D(diff_augment(fake, aug, gen), feature=h))
+            with autocast(self.device, r.amp):
+                with torch.no_grad():
+                    fake = self.G(self._z(gen), feature=h)
+                d_real = self.D(diff_augment(real, aug, gen), feature=h)
+                d_fake = self.D(diff_augment(fake, aug, gen), feature=h)
+            d_loss = d_hinge_loss(d_real.float(), d_fake.float())
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
         _, h = self._batch(real_u8, feats, nbrs, gen)
-        g_loss = g_hinge_loss(self.D(diff_augment(self.G(self._z(gen), feature=h), aug, gen), feature=h))
+        with autocast(self.device, r.amp):
+            d_gen = self.D(diff_augment(self.G(self._z(gen), feature=h), aug, gen), feature=h)
+        g_loss = g_hinge_loss(d_gen.float())
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
@@ -129,6 +140,9 @@ class Trainer:
 
 @torch.no_grad()
 def sample(G: Generator, feats: Tensor, z: Tensor, batch: int = 64) -> Tensor:
-    """G(z, feats) in eval mode: ``[N, dim_z]``, ``[N, D]`` -> images ``Tensor[N, 3, R, R]`` in [-1, 1]."""
+    """G(z, feats) in eval mode and float32 on G's device: ``[N, dim_z]``, ``[N, D]`` (any device) -> images
+    ``Tensor[N, 3, R, R]`` in [-1, 1] on G's device."""
     G.eval()
-    return torch.cat([G(z[s:s + batch], feature=feats[s:s + batch]) for s in range(0, len(z), batch)])
+    dev = next(G.parameters()).device
+    return torch.cat([G(z[s:s + batch].to(dev), feature=feats[s:s + batch].to(dev))
+                      for s in range(0, len(z), batch)])

@@ -198,6 +198,8 @@ class ImageEncoderParams:
     grey_p: float = 0.2  # chance of grey scale per view
     group_size: int = 0  # frames of one clip per batch (0: independent images); needs video_id rows
     knn_k: int = 10
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
+    amp: bool = True  # bfloat16 autocast of the forward passes on CUDA (ignored on CPU)
     threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
     seed: int = 0
 
@@ -229,6 +231,8 @@ class GeneratorParams:
     eval_frames: int = 256  # test frames used for the class-accuracy check
     fid_every: int = 200  # FID of G_ema on the encoder's features every this many steps (0: only at the end)
     fid_images: int = 256  # train images (and as many generated) per FID
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
+    amp: bool = True  # bfloat16 autocast of the G and D forward passes on CUDA (ignored on CPU)
     threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
     seed: int = 0
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.image_encoder import ImageEncoder
+from pipeline.devices import autocast, to_device
 from pipeline.augment import colour_jitter, hue_shuffle, random_resized_crop
 from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -47,6 +48,7 @@ class SwavRecipe:
     grey_p: float = 0.0  # chance of grey scale per view
     queue: int = 0  # embeddings of earlier batches added to each Sinkhorn problem (0: none)
     group_size: int = 0  # frames per clip in a batch (0: images drawn independently)
+    amp: bool = False  # bf16 autocast of the forward passes when the model is on CUDA (ignored on CPU)
 
 
 @torch.no_grad()
@@ -66,7 +68,9 @@ def swapped_loss(scores: list[Tensor], n_global: int, temperature: float, epsilo
                  queued: list[Tensor] | None = None) -> Tensor:
     """SwAV loss over views ``scores[v]`` ``Tensor[B, K]``; views 0..n_global-1 give the codes. ``queued[i]``
     ``[Q, K]``: scores of earlier batches' view-i embeddings, added to the Sinkhorn problem (not the loss)
-    so that small batches still get a well-spread assignment."""
+    so that small batches still get a well-spread assignment. Scores are cast to float32 (autocast gives
+    bf16), so codes and log-softmax are computed in full precision."""
+    scores = [s.float() for s in scores]
     total = scores[0].new_zeros(())
     b = scores[0].shape[0]
     for i in range(n_global):
@@ -79,8 +83,8 @@ def swapped_loss(scores: list[Tensor], n_global: int, temperature: float, epsilo
 
 def normalise(x01: Tensor) -> Tensor:
     """Images in [0, 1] ``Tensor[B, 3, H, W]`` -> ImageNet mean/std normalised."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x01.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x01.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
     return (x01 - mean) / std
 
 
@@ -88,6 +92,12 @@ def to_float(images: np.ndarray | Tensor) -> Tensor:
     """uint8 ``[B, H, W, 3]`` -> float ``Tensor[B, 3, H, W]`` in [0, 1]."""
     t = torch.from_numpy(np.array(images)) if not isinstance(images, Tensor) else images
     return t.permute(0, 3, 1, 2).float() / 255.0
+
+
+def load_batch(images: np.ndarray, idx: np.ndarray, device: torch.device) -> Tensor:
+    """uint8 rows ``idx`` of ``images`` [N, H, W, 3] (read on the CPU, moved as uint8) -> float
+    ``Tensor[B, 3, H, W]`` in [0, 1] on ``device``."""
+    return to_float(to_device(torch.from_numpy(np.array(images[idx])), device))
 
 
 def views(x01: Tensor, r: SwavRecipe, gen: torch.Generator) -> list[Tensor]:
@@ -124,20 +134,23 @@ def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: in
           on_step: Callable[[int, float], None] | None = None, groups: np.ndarray | None = None) -> int:
     """Train ``model`` in place on uint8 ``images`` [N, H, W, 3] from ``start_step`` to ``r.steps``;
     ``groups`` int [N] (contiguous runs: the clip of each image) enables clip-grouped batches;
-    ``on_step(step, loss)`` is called after each step. Returns the last step count."""
+    ``on_step(step, loss)`` is called after each step. Runs on the model's device; the random draws come
+    from a CPU generator (the same crops on any device). Returns the last step count."""
+    device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(r.seed + start_step)
     opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=0.9, weight_decay=r.weight_decay)
     model.train()
     t0 = time.time()
-    queue = torch.zeros(2, r.queue, model.config.proj_dim)
+    queue = torch.zeros(2, r.queue, model.config.proj_dim, device=device)
     for step in range(start_step, r.steps):
-        x = to_float(images[batch_indices(groups, r, gen, len(images))])
-        zs, scores = zip(*(model.swav_forward(v) for v in views(x, r, gen)))
+        crops = views(load_batch(images, batch_indices(groups, r, gen, len(images)), device), r, gen)
+        with autocast(device, r.amp):
+            zs, scores = zip(*(model.swav_forward(v) for v in crops))
         full = r.queue and step - start_step >= r.queue // r.batch
         queued = [queue[i] @ model.prototypes.weight.detach().t() for i in range(2)] if full else None
         loss = swapped_loss(list(scores), 2, r.temperature, r.epsilon, r.sinkhorn_iters, queued)
         if r.queue:
-            queue = torch.cat([torch.stack([z.detach() for z in zs[:2]]), queue], dim=1)[:, : r.queue]
+            queue = torch.cat([torch.stack([z.detach().float() for z in zs[:2]]), queue], dim=1)[:, : r.queue]
         for group in opt.param_groups:
             group["lr"] = _lr(step, r)
         opt.zero_grad(set_to_none=True)
@@ -159,13 +172,14 @@ def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: in
 
 @torch.no_grad()
 def embed(model: ImageEncoder, images: np.ndarray | Tensor, batch: int = 256, size: int | None = None) -> Tensor:
-    """L2-normalised features ``Tensor[N, out_dim]`` of uint8 images [N, H, W, 3] (resized to ``size``
-    bilinearly when given), in eval mode."""
+    """L2-normalised features ``Tensor[N, out_dim]`` (on the CPU) of uint8 images [N, H, W, 3] (resized to
+    ``size`` bilinearly when given), in eval mode and float32, on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     for start in range(0, len(images), batch):
-        x = to_float(images[start:start + batch])
+        x = to_float(to_device(torch.from_numpy(np.array(images[start:start + batch])), device))
         if size is not None and x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        out.append(F.normalize(model(normalise(x)), dim=1))
+        out.append(F.normalize(model(normalise(x)), dim=1).cpu())
     return torch.cat(out) if out else torch.zeros(0, model.out_dim)

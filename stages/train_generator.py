@@ -30,6 +30,7 @@ from models.biggan_io import load_generator
 from models.checkpoint import save_checkpoint
 from models.image_encoder import ImageEncoder, load_encoder
 from pipeline import icgan, metrics, swav
+from pipeline.devices import pick_device
 from pipeline.fid import EncoderFeatures, FidCurve, write_csv
 from pipeline.image_store import labels_of, read_images
 from pipeline.params import GeneratorParams
@@ -47,7 +48,7 @@ def configs(p: GeneratorParams, feat_dim: int) -> tuple[GeneratorConfig, Discrim
 
 def recipe(p: GeneratorParams) -> icgan.GanRecipe:
     return icgan.GanRecipe(batch=p.batch, g_lr=p.g_lr, d_lr=p.d_lr, d_steps=p.d_steps, betas=p.betas,
-                           augment=p.augment, ema_decay=p.ema_decay, ema_start=p.ema_start)
+                           augment=p.augment, ema_decay=p.ema_decay, ema_start=p.ema_start, amp=p.amp)
 
 
 class ClassCheck:
@@ -75,7 +76,7 @@ class ClassCheck:
 
     def classify(self, images: Tensor) -> Tensor:
         """Nearest-centroid class ``[N]`` of images ``[N, 3, R, R]`` in [-1, 1]."""
-        f = torch.cat([F.normalize(self.features(images[s:s + 128]), dim=1) for s in range(0, len(images), 128)])
+        f = torch.cat([F.normalize(self.features(images[s:s + 128]), dim=1).cpu() for s in range(0, len(images), 128)])
         return metrics.nearest_centroid(f, self.cents)
 
     def accuracy(self, G: Generator) -> float | None:
@@ -92,7 +93,7 @@ class ClassCheck:
         res = G.cfg.resolution
         real = icgan.to_unit(icgan.to_gan_images(self.frames[rows], res))
         z = torch.randn(len(rows) * noises, G.dim_z, generator=torch.Generator().manual_seed(1))
-        fake = icgan.sample(G, self.feats[rows].repeat_interleave(noises, 0), z).view(len(rows), noises, 3, res, res)
+        fake = icgan.sample(G, self.feats[rows].repeat_interleave(noises, 0), z).cpu().view(len(rows), noises, 3, res, res)
         tiles = torch.cat([real[:, None], fake], 1).flatten(0, 1)
         tiles = F.interpolate(tiles, scale_factor=max(1, 64 // res), mode="nearest")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,20 +101,23 @@ class ClassCheck:
 
 
 def _corpus(encoder: ImageEncoder, size: int, images: Path, p: GeneratorParams) -> tuple[Tensor, Tensor, Tensor]:
-    """(uint8 real images [N, 3, R, R], unit features [N, D], neighbourhoods [N, k]) of the train corpus."""
+    """(uint8 real images [N, 3, R, R], unit features [N, D], neighbourhoods [N, k]) of the train corpus, on
+    the CPU (features and neighbourhoods are computed on the encoder's device)."""
     frames, _ = read_images(images, "train")
     feats = swav.embed(encoder, frames, size=size)
-    return icgan.to_gan_images(frames, p.resolution), feats, icgan.neighbourhoods(feats, p.k_neighbours)
+    nbrs = icgan.neighbourhoods(feats.to(next(encoder.parameters()).device), p.k_neighbours).cpu()
+    return icgan.to_gan_images(frames, p.resolution), feats, nbrs
 
 
 def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, out: Path,
           reports: Path) -> tuple[Generator, dict]:
-    """Train (resuming from ``<out>.resume``); return (EMA G, metrics dict)."""
+    """Train on the encoder's device (resuming from ``<out>.resume``); return (EMA G, metrics dict)."""
     torch.manual_seed(p.seed)
+    device = next(encoder.parameters()).device
     real, feats, nbrs = _corpus(encoder, size, images, p)
     g_cfg, d_cfg = configs(p, feats.shape[1])
-    trainer, check = icgan.Trainer(g_cfg, d_cfg, recipe(p)), ClassCheck(encoder, size, images, p.eval_frames,
-                                                                        g_cfg.dim_z, p.seed)
+    trainer = icgan.Trainer(g_cfg, d_cfg, recipe(p), device)
+    check = ClassCheck(encoder, size, images, p.eval_frames, g_cfg.dim_z, p.seed)
     fid = FidCurve(check.features, read_images(images, "train")[0], p.resolution, p.fid_images, g_cfg.dim_z,
                    p.seed + 1)
     resume, curve, fids, seconds = out.with_name(out.name + ".resume"), [], [], 0.0
@@ -126,9 +130,11 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
         curve, fids, seconds = json.loads(blob["curve"]), json.loads(blob.get("fids", "[]")), float(blob["seconds"])
         log.info("resuming IC-GAN from step %d", trainer.steps)
     gen = torch.Generator().manual_seed(p.seed + trainer.steps)
-    t0, start = time.time() - seconds, trainer.steps
+    t0, start, step_s = time.time() - seconds, trainer.steps, []
     while trainer.steps < p.steps and not (p.minutes and time.time() - t0 > 60 * p.minutes):
-        losses = trainer.step(real, feats, nbrs, gen)
+        ts = time.perf_counter()
+        losses = trainer.step(real, feats, nbrs, gen)  # float losses: the step has finished on the device
+        step_s.append(time.perf_counter() - ts)
         s = trainer.steps
         if s % p.sample_every == 0 or s == p.steps:
             acc = check.accuracy(trainer.G_ema)
@@ -153,8 +159,11 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
     save_checkpoint(out, trainer.G_ema, trainer.G_ema.cfg, step=trainer.steps, feature_dim=feats.shape[1],
                     encoder_input_size=size)
     resume.unlink(missing_ok=True)
+    steady = step_s[1:] if len(step_s) > 1 else step_s  # the first step warms up (allocator, cuDNN)
     return trainer.G_ema, {"trained": True, "steps": trainer.steps, "seconds": round(seconds, 1),
                            "s_per_step": round(seconds / max(1, trainer.steps), 3), "resumed_at": start,
+                           "images_per_s": round(p.batch * len(steady) / sum(steady), 1) if steady else None,
+                           "device": device.type, "amp": p.amp and device.type == "cuda",
                            "class_acc": curve[-1]["class_acc"], "real_frames_class_acc": check.real_acc,
                            "fid": fids[-1]["fid"], "fid_images": len(fid),
                            "eval_frames": len(check.labels), "curve": curve}
@@ -163,13 +172,16 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
 def run(p: GeneratorParams, *, encoder: Path, images: Path, out: Path, reports: Path) -> dict:
     """Train (or load ``p.checkpoint``), write ``out`` and ``reports/metrics.json``; return the metrics."""
     torch.set_num_threads(p.threads)
+    device = pick_device(p.device)
     out, reports = Path(out), Path(reports)
     out.parent.mkdir(parents=True, exist_ok=True)
     reports.mkdir(parents=True, exist_ok=True)
     enc, size = load_encoder(encoder)
+    enc = enc.to(device)
     if p.checkpoint:
         G = load_generator(p.checkpoint)
         save_checkpoint(out, G, G.cfg, step=0)
+        G = G.to(device)
         summary: dict = {"trained": False, "checkpoint": p.checkpoint, "resolution": G.cfg.resolution}
         if G.cfg.feat_dim == enc.out_dim:
             check = ClassCheck(enc, size, images, p.eval_frames, G.dim_z, p.seed)

@@ -20,6 +20,7 @@ import torch
 from models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from models.image_encoder import ImageEncoder, ImageEncoderConfig, load_encoder
 from pipeline import metrics, swav
+from pipeline.devices import pick_device
 from pipeline.image_store import labels_of, read_images
 from pipeline.params import ImageEncoderParams
 
@@ -32,7 +33,7 @@ def recipe(p: ImageEncoderParams) -> swav.SwavRecipe:
                            crop_size=p.crop_size, small_crops=p.small_crops, small_size=p.small_size,
                            freeze_prototypes_steps=p.freeze_prototypes_steps, seed=p.seed, jitter=p.jitter,
                            hue_p=p.hue_p, grey_p=p.grey_p, queue=p.queue,
-                           group_size=p.group_size)
+                           group_size=p.group_size, amp=p.amp)
 
 
 def health(model: ImageEncoder, size: int, images: Path, k: int) -> dict:
@@ -62,6 +63,7 @@ def projection_spread(model: ImageEncoder, size: int, images: Path, n: int = 512
     frames, _ = read_images(images, "train")
     pick = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
     x = torch.nn.functional.interpolate(swav.to_float(frames[pick]), size=(size, size), mode="bilinear")
+    x = x.to(next(model.parameters()).device)
     model.eval()
     spread = float(model.project(model(swav.normalise(x))).std(0).mean()) if len(pick) > 1 else 0.0
     return round(spread, 4) if np.isfinite(spread) else None  # None: the weights diverged
@@ -78,7 +80,23 @@ def clip_groups(video_ids: list[str]) -> np.ndarray | None:
     return groups if len(set(ids[change])) == int(change.sum()) else None
 
 
-def _train(p: ImageEncoderParams, images: Path, out: Path) -> tuple[ImageEncoder, int]:
+class Throughput:
+    """Training images/s from the step times ``on_step`` reports, after the first (warm-up) step."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch, self.times = batch, [time.perf_counter()]
+
+    def tick(self) -> None:
+        self.times.append(time.perf_counter())
+
+    def images_per_s(self) -> float | None:
+        steady = self.times[1:] if len(self.times) > 2 else self.times
+        return round(self.batch * (len(steady) - 1) / (steady[-1] - steady[0]), 1) if len(steady) > 1 else None
+
+
+def _train(p: ImageEncoderParams, images: Path, out: Path,
+           device: torch.device) -> tuple[ImageEncoder, int, float | None]:
+    """Train on ``device``; return (model, input size, training images/s)."""
     cfg = ImageEncoderConfig(width=p.width, hidden_dim=p.hidden_dim, proj_dim=p.proj_dim,
                              n_prototypes=p.n_prototypes)
     resume = out.with_name(out.name + ".resume")
@@ -89,37 +107,44 @@ def _train(p: ImageEncoderParams, images: Path, out: Path) -> tuple[ImageEncoder
         model = load_model(ImageEncoder, ImageEncoderConfig, blob, official_prefix="module.", config=cfg)
         start = int(blob["step"])
         log.info("resuming SwAV from step %d (%s)", start, resume)
+    model = model.to(device)
     frames, table = read_images(images, "train")
     frames = np.ascontiguousarray(frames)
     groups = clip_groups(table.column("video_id").to_pylist())
 
-    def keep(step: int, loss: float) -> None:
+    speed = Throughput(p.batch)
+
+    def keep(step: int, loss: float) -> None:  # loss is a float: the step has finished on the device
+        speed.tick()
         if step % 100 == 0 and step < p.steps:
             save_checkpoint(resume, model, cfg, step=step, input_size=p.crop_size)
 
     swav.train(model, frames, recipe(p), start_step=start, on_step=keep, groups=groups)
     save_checkpoint(out, model, cfg, step=p.steps, input_size=p.crop_size)
     resume.unlink(missing_ok=True)
-    return model.eval(), p.crop_size
+    return model.eval(), p.crop_size, speed.images_per_s()
 
 
 def run(p: ImageEncoderParams, *, images: Path, out: Path, report: Path) -> dict:
     """Train (or load ``p.checkpoint``), write ``out`` and the health ``report``; return the report."""
     torch.set_num_threads(p.threads)
+    device = pick_device(p.device)
     out, report = Path(out), Path(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if p.checkpoint:
         model, size = load_encoder(p.checkpoint)
         save_checkpoint(out, model, model.config, step=0, input_size=size)
-        trained = False
+        model, trained, speed = model.to(device), False, None
     else:
-        model, size = _train(p, images, out)
+        model, size, speed = _train(p, images, out, device)
         trained = True
     seconds = round(time.time() - t0, 1)
     torch.manual_seed(p.seed)
-    baseline = health(ImageEncoder(model.config).eval(), size, images, p.knn_k)
-    summary = {"trained": trained, "steps": p.steps if trained else 0, "seconds": seconds, "k": p.knn_k,
+    baseline = health(ImageEncoder(model.config).eval().to(device), size, images, p.knn_k)
+    summary = {"trained": trained, "steps": p.steps if trained else 0, "seconds": seconds,
+               "images_per_s": speed, "device": device.type, "amp": p.amp and device.type == "cuda",
+               "k": p.knn_k,
                "input_size": size, "feature_dim": model.out_dim, **health(model, size, images, p.knn_k),
                "projection_spread": projection_spread(model, size, images),
                "random_init": {k: baseline[k] for k in ("knn_acc", "centroid_acc")}}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -187,3 +188,20 @@ def test_stage_without_labelled_frames_trains_and_draws_a_grid(tmp_path: Path) -
     train_image_encoder.run(ENC, images=root, out=root / "enc.pt", report=root / "enc.json")
     summary = train_generator.run(GEN, encoder=root / "enc.pt", images=root, out=root / "g.pt", reports=root / "rep")
     assert summary["class_acc"] is None and summary["steps"] == 3 and (root / "rep" / "samples.png").is_file()
+
+
+def test_amp_is_ignored_on_cpu(setup: Path) -> None:
+    """With ``amp`` on the CPU a trainer step is exactly the float32 one; the stage reports images/s."""
+    g_cfg, d_cfg = train_generator.configs(GEN, 8)
+    real = torch.randint(0, 255, (10, 3, 32, 32), dtype=torch.uint8)
+    feats = torch.nn.functional.normalize(torch.randn(10, 8), dim=1)
+    nbrs, states = icgan.neighbourhoods(feats, 3), []
+    for amp in (False, True):
+        torch.manual_seed(0)
+        trainer = icgan.Trainer(g_cfg, d_cfg, dataclasses.replace(train_generator.recipe(GEN), amp=amp))
+        trainer.step(real, feats, nbrs, torch.Generator().manual_seed(0))
+        states.append(trainer.state())
+    assert all(torch.equal(states[0][n][k], states[1][n][k]) for n in ("G", "D", "model") for k in states[0][n])
+    p = dataclasses.replace(GEN, steps=2, device="cpu", amp=True)
+    summary = train_generator.run(p, encoder=setup / "enc.pt", images=setup, out=setup / "g3.pt", reports=setup / "r3")
+    assert summary["device"] == "cpu" and summary["amp"] is False and summary["images_per_s"] > 0

@@ -137,3 +137,18 @@ def test_evaluation_sections_load_and_name_unknown_keys(tmp_path: Path) -> None:
     for layers in ("[1, a, 1, 1]", "[1, 1, 1]"):
         with pytest.raises(ParamsError, match="evaluator.layers"):
             section(_write(tmp_path, f"evaluator: {{layers: {layers}}}"), "evaluator", EvaluatorParams)
+
+
+@pytest.mark.parametrize("name, text, match", [
+    ("image_encoder", "image_encoder: {device: gpu}", "image_encoder.device: 'gpu' is not one of"),
+    ("image_encoder", "image_encoder: {amp: 1}", "image_encoder.amp: expected bool"),
+    ("generator", "generator: {device: cuda0}", "generator.device: 'cuda0' is not one of"),
+    ("generator", "generator: {amp: yes}", "generator.amp: expected bool"),
+])
+def test_visual_half_device_and_amp_are_checked(tmp_path: Path, name: str, text: str, match: str) -> None:
+    with pytest.raises(ParamsError, match=match):
+        section(_write(tmp_path, text), name, SECTIONS[name])
+    ok = section(_write(tmp_path, f"{name}: {{device: cpu, amp: false}}"), name, SECTIONS[name])
+    assert ok.device == "cpu" and ok.amp is False
+    paper = load_all(REPO / "params" / "vggsound.yaml")[name]
+    assert paper.device == "auto" and paper.amp is True

@@ -160,3 +160,24 @@ def test_grouped_batches_take_whole_groups_of_frames_from_one_clip() -> None:
     assert stage.clip_groups(["a", "b", "a"]) is None  # a clip's rows scattered: no grouping
     free = swav.batch_indices(None, r, gen, 15)
     assert len(free) == 12 and free.max() < 15
+
+
+def test_amp_is_ignored_on_cpu_and_the_report_gives_throughput(corpus: Path) -> None:
+    """``amp: true`` on the CPU trains exactly as ``amp: false``; the report says where it ran and how fast."""
+    import dataclasses
+
+    runs = []
+    for amp in (False, True):
+        p = dataclasses.replace(TINY, device="cpu", amp=amp, queue=16)
+        summary = stage.run(p, images=corpus, out=corpus / f"enc{amp}.pt", report=corpus / f"r{amp}.json")
+        assert summary["device"] == "cpu" and summary["amp"] is False and summary["images_per_s"] > 0
+        runs.append(torch.load(corpus / f"enc{amp}.pt", weights_only=True)["model"])
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_one_sentence(corpus: Path) -> None:
+    import dataclasses
+
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+        stage.run(dataclasses.replace(TINY, device="cuda"), images=corpus, out=corpus / "e.pt", report=corpus / "r.json")
