@@ -11,7 +11,6 @@ import torch
 
 from models.audio_encoder import AudioEncoder, AudioEncoderConfig
 from models.biggan import Generator, GeneratorConfig
-from models.biggan_io import save_checkpoint as save_generator
 from models.checkpoint import save_checkpoint
 from pipeline import features, manifests
 from pipeline.image_store import ImageWriter
@@ -81,7 +80,7 @@ def write_artifacts(root: Path, n_test: int = 8) -> list[str]:
                     spectrogram=dataclasses.asdict(TINY_SPEC))
     gcfg = GeneratorConfig(ch=4, dim_z=16, resolution=32, attn="0", hier=True, shared_dim=16, shared_dim_feat=8,
                            n_classes=1, class_cond=False, instance_cond=True, feat_dim=FEAT)
-    save_generator(root / "generator.pt", Generator(gcfg).eval(), 1)
+    save_checkpoint(root / "generator.pt", Generator(gcfg).eval(), gcfg, step=1)
     rng = np.random.default_rng(0)
     features.write(root / "embeddings", "test", keys, [f"class{i % 4}" for i in range(n_test)],
                    rng.normal(size=(n_test, FEAT)).astype(np.float32))
