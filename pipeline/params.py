@@ -6,21 +6,17 @@ path (``data.world.clases``), and wrong types with the expected type, so a typo 
 """
 from __future__ import annotations
 
-import dataclasses
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
+from pipeline.strict import ParamsError, check, from_dict, read_yaml, scalar, section
 
-T = TypeVar("T")
-
-
-class ParamsError(ValueError):
-    """A params file or section that does not fit its schema; the message names the key."""
+__all__ = ["ParamsError", "from_dict", "read_yaml", "scalar", "section", "load_all", "SCALARS", "SECTIONS",
+           "WorldParams", "LocalParams", "VggsoundParams", "VegasParams", "ClipParams", "DataParams",
+           "DecodeParams", "LocalizerParams", "ScoreParams", "PairsParams", "ImagesParams",
+           "ImageEncoderParams", "GeneratorParams", "EmbedParams", "SpectrogramParams", "AudioEncoderParams",
+           "EvaluatorParams", "EvaluateParams"]
 
 
 @dataclass(frozen=True)
@@ -237,90 +233,6 @@ class GeneratorParams:
     seed: int = 0
 
 
-def _check(value: Any, tp: Any, where: str) -> Any:
-    """Convert/validate one value against a type annotation; return the converted value."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where=where)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ParamsError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _check(value, arg, where)
-            except ParamsError as exc:
-                errors.append(str(exc))
-        raise ParamsError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ParamsError(f"{where}: expected a list, got {value!r}")
-        (item_tp, *_) = typing.get_args(tp) or (Any,)
-        return origin(_check(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is Any or (isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
-        return value
-    raise ParamsError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
-
-
-def from_dict(cls: type[T], data: Any, *, where: str) -> T:
-    """Build dataclass ``cls`` from a plain mapping; unknown keys and wrong types raise ParamsError."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ParamsError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ParamsError(f"unknown key '{where}.{unknown[0]}' (known: {', '.join(sorted(names))})")
-    kwargs = {k: _check(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """Safe YAML with YAML 1.2 booleans (only true/false), as DVC's own reader (ruamel) sees the file:
-    keys and values such as ``on``, ``off``, ``yes``, ``no`` stay strings."""
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-for _first in "tTfF":
-    _Yaml12Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list(_first))
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a params file as a mapping; a missing or malformed file raises ParamsError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"params file not found: {path}")
-    try:
-        data = yaml.load(path.read_text(), Loader=_Yaml12Loader) or {}
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ParamsError(f"{path}: top level must be a mapping")
-    return data
-
-
-def section(path: str | Path, name: str, cls: type[T]) -> T:
-    """Load one top-level section ``name`` of ``path`` as dataclass ``cls`` (strict)."""
-    return from_dict(cls, read_yaml(path).get(name), where=name)
-
-
-def scalar(path: str | Path, name: str, tp: type[T], default: T) -> T:
-    """Load one top-level scalar (``seed``, ``loss``, ``selection``) with a type check."""
-    data = read_yaml(path)
-    return _check(data.get(name, default), tp, name)
-
 
 @dataclass(frozen=True)
 class EmbedParams:
@@ -436,6 +348,6 @@ def load_all(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ParamsError(f"unknown top-level key '{unknown[0]}' in {path} (known: {', '.join(sorted(known))})")
-    out: dict[str, Any] = {k: _check(data[k], tp, k) for k, tp in SCALARS.items() if k in data}
+    out: dict[str, Any] = {k: check(data[k], tp, k) for k, tp in SCALARS.items() if k in data}
     out.update({name: from_dict(cls, data.get(name), where=name) for name, cls in SECTIONS.items()})
     return out
