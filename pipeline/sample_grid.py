@@ -11,10 +11,11 @@ from torchvision.utils import save_image
 
 
 def spectrogram_tile(spec: Tensor, tile: int) -> Tensor:
-    """``[1, F, T]`` spectrogram -> grey ``[3, tile, tile]`` in [0, 1] (min-max scaled, low frequencies at the
-    bottom)."""
+    """``[1, F, T]`` spectrogram -> grey ``[3, tile, tile]`` in [0, 1], low frequencies at the bottom. Scaled
+    between its 5th and 99.5th percentiles: a min-max scale let a few loud bins leave the rest black."""
     x = spec.float().flip(-2)
-    x = (x - x.min()) / (x.max() - x.min()).clamp(min=1e-8)
+    lo, hi = torch.quantile(x.flatten(), torch.tensor([0.05, 0.995]))
+    x = ((x - lo) / (hi - lo).clamp(min=1e-8)).clamp(0, 1)
     return F.interpolate(x[None], size=(tile, tile), mode="bilinear", align_corners=False)[0].expand(3, -1, -1)
 
 

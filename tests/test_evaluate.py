@@ -161,3 +161,12 @@ def test_missing_clip_weights_are_one_clear_error(world: tuple[Path, dict]) -> N
     out = evaluate_cli(root, params=_params(root, clip_checkpoint=str(root / "no_clip.pt")))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"evaluate.clip_checkpoint {root / 'no_clip.pt'} is missing" in out.stderr
+
+
+def test_spectrogram_tile_keeps_quiet_bins_visible_beside_one_loud_bin() -> None:
+    from pipeline.sample_grid import spectrogram_tile
+    spec = torch.linspace(-1, 1, 40 * 50).view(1, 40, 50)
+    spec[0, 3, 7] = 1e4  # one loud bin: a min-max scale would push every other pixel to black
+    tile = spectrogram_tile(spec, 32)
+    assert tile.shape == (3, 32, 32)
+    assert 0.3 < float(tile.median()) < 0.7 and float(tile.min()) >= 0 and float(tile.max()) <= 1
