@@ -5,15 +5,22 @@ For each size, the same synthetic shards (real JPEG + FLAC, ``pipeline.synthetic
   (a) stage  our training loop end to end: shard reading + FLAC decoding in DataLoader workers,
              features looked up by key (precomputed by the embed stage), spectrogram where the stage
              puts it by default (``spectrogram.on: auto``: on a GPU, else in the workers),
-             audio encoder forward/backward, Adam step (``pipeline.align_train``);
+             audio encoder forward/backward, Adam step (``pipeline.align_train``); once per
+             ``--cache-mb`` value (the stage's ``audio_encoder.cache_mb``; 0: no cache), over ``--epochs``
+             epochs of the same shards through one loader, as the stage runs them. Printed: the first
+             epoch after its warm-up step (cold: nothing cached yet; the workers' prefetched batches
+             flatter it) and the later epochs timed whole, from the start of each epoch's iteration (what
+             all but the first of the stage's epochs see); (a)/(b) and (a)/(c) are of the later epochs;
   (b) bare   the audio encoder's forward + backward + Adam step on ready spectrogram tensors of the
              same shape (the limit for (a));
   (c) published-style: per sample in DataLoader workers, decode the JPEG, the published image
              preprocessing (256, bicubic 224 at paper size) and a scipy spectrogram (float64 numpy);
              per step, the image encoder forward on the batch, then the audio step.
 Training samples/s after one warm-up step (best of ``--rounds`` interleaved runs); prints (a)/(b), (a)/(c).
+An epoch is ``--steps`` + 1 batches (320 pairs at world size: about the world's training set).
 
-    python bench/align.py [--sizes world,paper] [--steps 4] [--workers 2] [--rounds 1] [--device cuda --amp]
+    python bench/align.py [--sizes world,paper] [--steps 4] [--workers 2] [--rounds 1] [--epochs 3]
+                          [--cache-mb 0,512] [--device cuda --amp]
 
 On a GPU (``--device cuda``) every network runs there, (a) makes its spectrograms on the device (the stage's
 ``on: auto``), (a) and (b) run under bf16 autocast with ``--amp``; (c) stays as published (fp32, per-sample
@@ -95,12 +102,24 @@ def audio_step(size: Size, dim: int, amp: bool = False) -> align_train.Step:
                             audio_input.spectrogram_fn(size.spec), None, Dist(0, 1, DEVICE), amp)
 
 
-def stage_rate(size: Size, urls: list[str], table: FeatureTable, steps: int, workers: int) -> float:
+def stage_rates(size: Size, urls: list[str], table: FeatureTable, steps: int, workers: int, cache_mb: int,
+                epochs: int) -> tuple[float, float]:
+    """(a) with a cache of ``cache_mb``: samples/s of the first epoch after its warm-up step, and of epochs
+    2 .. ``epochs`` timed whole (NaN for one epoch)."""
     spec = audio_input.spectrogram_fn(size.spec) if audio_input.in_workers(size.spec, DEVICE) else None
     stream = AlignStream(urls, table, n_samples=audio_input.n_samples(size.spec), batch=size.batch,
-                         shuffle_buffer=size.batch, seed=0, spec_fn=spec)
-    return rate(audio_step(size, table.dim, AMP), loader(stream, workers, pin_memory=DEVICE.type == "cuda"),
-                size.batch, steps)
+                         shuffle_buffer=size.batch, seed=0, spec_fn=spec, cache_bytes=cache_mb << 20)
+    step, pin = audio_step(size, table.dim, AMP), DEVICE.type == "cuda"
+    batches = loader(stream, workers, pin)
+    first = rate(step, batches, size.batch, steps)
+    rows, t0 = 0, time.perf_counter()
+    for epoch in range(1, epochs):
+        stream.epoch = epoch
+        for batch in batches:
+            step(batch)
+            rows += len(batch["keys"])
+    sync()
+    return first, rows / (time.perf_counter() - t0) if rows else float("nan")
 
 
 def bare_rate(size: Size, dim: int, steps: int) -> float:
@@ -165,7 +184,8 @@ def published_rate(size: Size, urls: list[str], dim: int, steps: int, workers: i
     return rate(published, data, size.batch, steps)
 
 
-def bench_size(key: str, steps: int, workers: int, rounds: int, batch: int | None = None) -> dict[str, float]:
+def bench_size(key: str, steps: int, workers: int, rounds: int, caches: list[int], epochs: int,
+               batch: int | None = None) -> dict[str, float]:
     size = SIZES[key] if batch is None else dataclasses.replace(SIZES[key], batch=batch)
     dim = 32 * size.image_width
     n = size.batch * (steps + 1)
@@ -176,16 +196,21 @@ def bench_size(key: str, steps: int, workers: int, rounds: int, batch: int | Non
         table = FeatureTable(rng.normal(size=(n, dim)).astype(np.float32), keys, [None] * n,
                              {k: i for i, k in enumerate(keys)})
         urls = shard_io.shard_urls(tmp, "train")
-        out = {"a": 0.0, "b": 0.0, "c": 0.0}
+        out = {"b": 0.0, "c": 0.0} | {f"a1 {mb}": 0.0 for mb in caches} | {f"a {mb}": 0.0 for mb in caches}
         for _ in range(rounds):  # interleaved, best of each: the machine's other load only slows runs down
-            out["a"] = max(out["a"], stage_rate(size, urls, table, steps, workers))
+            for mb in caches:
+                first, later = stage_rates(size, urls, table, steps, workers, mb, epochs)
+                out[f"a1 {mb}"], out[f"a {mb}"] = max(out[f"a1 {mb}"], first), max(out[f"a {mb}"], later)
             out["b"] = max(out["b"], bare_rate(size, dim, steps))
             out["c"] = max(out["c"], published_rate(size, urls, dim, steps, workers))
-    print(f"{size.name}, batch {size.batch}, {steps} timed steps, best of {rounds}, {workers} workers, "
-          f"{torch.get_num_threads()} threads:")
-    print(f"  (a) stage end to end   {out['a']:8.2f} samples/s   (a)/(b) = {out['a'] / out['b']:.2f}")
+    print(f"{size.name}, batch {size.batch}, {n} pairs, {steps} timed steps, {epochs} epochs, best of {rounds}, "
+          f"{workers} workers, {torch.get_num_threads()} threads:")
+    for mb in caches:
+        a = out[f"a {mb}"]
+        print(f"  (a) stage, cache {f'{mb} MiB' if mb else 'off':>8}  first epoch {out[f'a1 {mb}']:8.2f}, "
+              f"epochs 2-{epochs} {a:8.2f} samples/s   (a)/(b) = {a / out['b']:.2f}   (a)/(c) = {a / out['c']:.2f}")
     print(f"  (b) bare fwd+bwd       {out['b']:8.2f} samples/s")
-    print(f"  (c) published-style    {out['c']:8.2f} samples/s   (a)/(c) = {out['a'] / out['c']:.2f}")
+    print(f"  (c) published-style    {out['c']:8.2f} samples/s")
     return out
 
 
@@ -195,6 +220,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1, help="repeat (a), (b), (c) interleaved; keep the best")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of (a); epochs 2.. are its figure")
+    ap.add_argument("--cache-mb", default=f"0,{AudioEncoderParams().cache_mb}",
+                    help="comma-separated audio_encoder.cache_mb values for (a) (0: no cache)")
     ap.add_argument("--batch", type=int, default=None, help="batch size for every size (default: each size's own)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast for (a) and (b) (on cuda)")
@@ -205,7 +233,8 @@ def main() -> None:
         print(f"device: {torch.cuda.get_device_name()}, amp: {AMP}")
     print(f"load average before: {os.getloadavg()}")
     for key in args.sizes.split(","):
-        bench_size(key, args.steps, args.workers, args.rounds, args.batch)
+        bench_size(key, args.steps, args.workers, args.rounds, [int(v) for v in args.cache_mb.split(",")],
+                   args.epochs, args.batch)
     print(f"load average after: {os.getloadavg()}")
 
 

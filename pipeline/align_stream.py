@@ -2,7 +2,11 @@
 
 Every sample of the shards is paired by key with its precomputed image feature (``FeatureTable``);
 samples without a ``.flac`` member or without a feature are skipped and counted. Audio is decoded in
-DataLoader workers and tiled/cut to a fixed length; spectrograms are left to the training device.
+DataLoader workers and tiled/cut to a fixed length; with ``spec_fn`` the workers also make each clip's
+spectrogram (one clip at a time, so it depends on that clip only), else spectrograms are left to the
+training device. With ``cache_bytes`` these per-clip items are kept across epochs
+(``pipeline.audio_cache``: shared by the workers, bounded, the rest streamed); later epochs then only read
+the shards for the order of the keys. Batches are the same with and without the cache.
 
 How ranks and workers share the data (``split_by``):
 
@@ -25,9 +29,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline import shard_io
+from pipeline.audio_cache import AudioCache
 from pipeline.features import FeatureTable
 
 log = logging.getLogger(__name__)
@@ -52,7 +58,8 @@ def shuffled(stream: Iterator[dict], size: int, rng: random.Random) -> Iterator[
 
 
 class AlignStream(IterableDataset):
-    """Batches ``{"wave": [L, n] f32, "feature": [L, D] f32, "valid": [L] bool, "keys", "skipped"}``.
+    """Batches ``{"wave": [L, n] f32, "feature": [L, D] f32, "valid": [L] bool, "keys", "skipped", "cached"}``
+    (``"spec": [L, 1, F, T]`` in place of ``"wave"`` with ``spec_fn``; ``cached``: rows served from the cache).
 
     Args:
         urls: shard paths/URLs of one split.
@@ -62,20 +69,38 @@ class AlignStream(IterableDataset):
         rank, world: this process's DDP rank and the world size.
         seed: shuffling seed; ``shuffle_buffer`` 0 keeps shard order (validation).
         drop_last: drop a final incomplete global batch (training).
-        spec_fn: when given, each batch also holds its spectrograms ``"spec"`` (computed in the worker).
+        spec_fn: when given, batches hold spectrograms ``"spec"`` (computed in the worker) instead of waves.
+        cache_bytes: keep up to this many bytes of decoded items across epochs (0: decode every epoch).
     """
 
     def __init__(self, urls: list[str], table: FeatureTable, *, n_samples: int, batch: int, rank: int = 0,
                  world: int = 1, seed: int = 0, shuffle_buffer: int = 0, split_by: str = "sample",
-                 drop_last: bool = True, spec_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 drop_last: bool = True, spec_fn: Callable[[Tensor], Tensor] | None = None, cache_bytes: int = 0):
         if batch % world:
             raise ValueError(f"batch {batch} is not divisible by the world size {world}")
         self.urls, self.table, self.n_samples = list(urls), table, n_samples
         self.batch, self.local = batch, batch // world
         self.rank, self.world, self.seed = rank, world, seed
         self.shuffle_buffer, self.split_by, self.drop_last = shuffle_buffer, split_by, drop_last
-        self.spec_fn = spec_fn  # set: batches also carry "spec" [L, 1, F, T], computed in the worker
-        self.epoch = 0
+        self.spec_fn = spec_fn  # set: batches carry "spec" [L, 1, F, T], computed in the worker
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers too
+        self.item_key = "wave" if spec_fn is None else "spec"
+        self.item_shape = (n_samples,) if spec_fn is None else tuple(spec_fn(torch.zeros(1, n_samples)).shape[1:])
+        self.cache = AudioCache.fitting(len(table.keys), self.item_shape, cache_bytes) if cache_bytes > 0 else None
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose order the next iteration gives (set it before iterating the loader)."""
+        return int(self._epoch)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.fill_(value)
+
+    @property
+    def cache_nbytes(self) -> int:
+        """Bytes of memory the cache reserved (0 without one)."""
+        return 0 if self.cache is None else self.cache.nbytes
 
     def _usable(self, urls: list[str], report: bool, skipped: list[int]) -> Iterator[dict]:
         for s in shard_io.read_samples(urls, ("flac", "json")):
@@ -96,17 +121,29 @@ class AlignStream(IterableDataset):
             return np.zeros(self.n_samples, np.float32), False
         return shard_io.fit_samples(wave, self.n_samples), True
 
-    def _batch(self, items: list[tuple[dict, np.ndarray, bool]], skipped: list[int]) -> Batch:
-        rows = [self.table.rows[s["__key__"]] for s, _, _ in items]
+    def _load(self, s: dict) -> tuple[dict, Tensor, bool, bool]:
+        """(the sample, its item, whether its audio decoded, whether the item came from the cache)."""
+        row = self.table.rows[s["__key__"]]
+        hit = self.cache.get(row) if self.cache is not None else None
+        if hit is not None:
+            return s, hit[0], hit[1], True
+        wave, ok = self._decode(s)
+        item = torch.from_numpy(wave)
+        if self.spec_fn is not None:
+            item = self.spec_fn(item[None])[0]  # this clip alone: the same whatever batch it lands in
+        if self.cache is not None:
+            self.cache.put(row, item, ok)
+        return s, item, ok, False
+
+    def _batch(self, items: list[tuple[dict, Tensor, bool, bool]], skipped: list[int]) -> Batch:
+        rows = [self.table.rows[s["__key__"]] for s, *_ in items]
         feats = np.asarray(self.table.features[rows], dtype=np.float32)  # memmap rows, copied
-        out = {"wave": torch.from_numpy(np.stack([w for _, w, _ in items])) if items else
-               torch.zeros(0, self.n_samples),
+        out = {self.item_key: torch.stack([x for _, x, _, _ in items]) if items else torch.zeros(0, *self.item_shape),
                "feature": torch.from_numpy(feats.reshape(len(rows), self.table.dim)),
-               "valid": torch.tensor([ok for _, _, ok in items], dtype=torch.bool),
-               "keys": [s["__key__"] for s, _, _ in items], "skipped": skipped[0]}
+               "valid": torch.tensor([ok for _, _, ok, _ in items], dtype=torch.bool),
+               "keys": [s["__key__"] for s, *_ in items], "skipped": skipped[0],
+               "cached": sum(hit for *_, hit in items)}
         skipped[0] = 0
-        if self.spec_fn is not None and items:
-            out["spec"] = self.spec_fn(out["wave"])
         return out
 
     def __iter__(self) -> Iterator[Batch]:
@@ -130,7 +167,7 @@ class AlignStream(IterableDataset):
         for j, s in enumerate(shuffled(self._usable(urls, report, skipped), self.shuffle_buffer, rng)):
             g, pos = divmod(j, self.batch)
             if g % n_workers == k and lo <= pos < hi:
-                pending.append((s, *self._decode(s)))
+                pending.append(self._load(s))
             if pos == self.batch - 1 and pending:  # global batch g is complete
                 yield self._batch(pending, skipped if report else [0])
                 pending = []
@@ -142,7 +179,7 @@ class AlignStream(IterableDataset):
     def _iter_shards(self, urls: list[str]) -> Iterator[Batch]:
         skipped, pending = [0], []
         for s in self._usable(urls, True, skipped):
-            pending.append((s, *self._decode(s)))
+            pending.append(self._load(s))
             if len(pending) == self.local:
                 yield self._batch(pending, skipped)
                 pending = []
@@ -153,6 +190,11 @@ class AlignStream(IterableDataset):
 
 
 def loader(stream: AlignStream, workers: int, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over the stream's ready batches (``batch_size=None``), in worker round-robin order."""
+    """A DataLoader over the stream's ready batches (``batch_size=None``), in worker round-robin order.
+
+    Make it once and iterate it every epoch, setting ``stream.epoch`` before each iteration: its workers
+    persist across epochs (a fresh set per epoch cost the world's short epochs ~0.5-1 s each, mostly in a
+    training step ~3x slower right after the fork, copy-on-write faults by all signs). They read the epoch, like the
+    cache, from shared memory, as their copies of the stream would otherwise keep the first epoch's order."""
     return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
-                      persistent_workers=False)
+                      persistent_workers=workers > 0)

@@ -276,10 +276,15 @@ class AudioEncoderParams:
     split_by: Literal["sample", "shard"] = "sample"  # how ranks/workers share the shards (README)
     shuffle_buffer: int = 1000
     workers: int = 2
+    cache_mb: int = 512  # decoded clips kept in memory across epochs, per training process (0: off; docs/align.md)
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     sync_bn: bool = True  # BatchNorm statistics over the global batch under DDP
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch CPU threads per process (0: torch's default)
+
+    def __post_init__(self) -> None:
+        if self.cache_mb < 0:
+            raise ParamsError(f"audio_encoder.cache_mb: expected 0 (off) or a size in MiB, got {self.cache_mb}")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from pipeline.manifests import tmp_name
 from pipeline.params import AudioEncoderParams, SpectrogramParams
 
 log = logging.getLogger(__name__)
-NOT_IN_RUN_KEY = ("epochs", "max_steps", "workers", "threads", "device")
+NOT_IN_RUN_KEY = ("epochs", "max_steps", "workers", "cache_mb", "threads", "device")
 
 
 def run_key(p: AudioEncoderParams, loss: str, seed: int, embeddings: Path | None = None) -> dict[str, Any]:
@@ -106,14 +106,28 @@ def _score(row: dict | None) -> float:
 
 def _streams(p: AudioEncoderParams, d: distributed.Dist, seed: int, shards: Path, train_t: features.FeatureTable,
              val_t: features.FeatureTable) -> tuple[AlignStream, AlignStream]:
+    """The train stream (this rank's) and the val stream (validated on rank 0, which alone caches it). The
+    cache budget ``cache_mb`` goes to the train split first, what it leaves to val."""
     n = audio_input.n_samples(p.spectrogram)
     spec = audio_input.spectrogram_fn(p.spectrogram) if audio_input.in_workers(p.spectrogram, d.device) else None
+    budget = p.cache_mb << 20
     train = AlignStream(shard_io.shard_urls(shards, "train"), train_t, n_samples=n, batch=p.batch, rank=d.rank,
                         world=d.world, seed=seed, shuffle_buffer=p.shuffle_buffer, split_by=p.split_by,
-                        spec_fn=spec)
+                        spec_fn=spec, cache_bytes=budget)
     val = AlignStream(shard_io.shard_urls(shards, "val"), val_t, n_samples=n, batch=p.batch, drop_last=False,
-                      spec_fn=spec)
+                      spec_fn=spec, cache_bytes=budget - train.cache_nbytes if d.main else 0)
+    if budget:
+        log.info("audio cache: %.3g MiB for train, %.3g MiB for val (%s per clip)", train.cache_nbytes / 2**20,
+                 val.cache_nbytes / 2**20, f"{train.item_key} {list(train.item_shape)}")
     return train, val
+
+
+def counted(batches: Iterable[dict[str, Any]], tally: dict[str, int]) -> Iterator[dict[str, Any]]:
+    """The batches, adding their rows and those served from the audio cache to ``tally``."""
+    for b in batches:
+        tally["rows"] += len(b["keys"])
+        tally["cached"] += b["cached"]
+        yield b
 
 
 def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, shards: Path, embeddings: Path,
@@ -134,20 +148,26 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
                             audio_input.masker(p.spectrogram), d, p.amp)
     centroids, labels = class_centroids(train_t), dict(zip(val_t.keys, val_t.labels))
     pin = d.device.type == "cuda"
+    train_l, val_l = loader(train_s, p.workers, pin), loader(val_s, p.workers, pin) if d.main else None
     for epoch in range(state.get("epoch", -1) + 1, p.epochs):
         left = None if p.max_steps is None else p.max_steps - len(steps)
         if left is not None and left <= 0:
             break
         torch.manual_seed(seed * 7919 + epoch)  # masks: the same draws after a resume
         train_s.epoch = epoch
-        res = align_train.train_epoch(step, loader(train_s, p.workers, pin), shard_mode=p.split_by == "shard",
-                                      max_steps=left)
+        train_n, val_n = dict(rows=0, cached=0), dict(rows=0, cached=0)
+        res = align_train.train_epoch(step, counted(train_l, train_n),
+                                      shard_mode=p.split_by == "shard", max_steps=left)
         steps += res.losses
         if d.main:
             row = dict(epoch=epoch + 1, step=len(steps), train_loss=_mean(res.losses),
-                       **align_train.validate(raw, loader(val_s, p.workers, pin), step, batch=p.batch,
-                                              labels=labels, centroids=centroids),
+                       **align_train.validate(raw, counted(val_l, val_n), step,
+                                              batch=p.batch, labels=labels, centroids=centroids),
                        train_samples_per_s=res.samples / max(res.seconds, 1e-9), skipped=res.skipped)
+            if train_s.cache is not None or val_s.cache is not None:
+                log.info("epoch %d: from the audio cache: %d of %d train samples%s, %d of %d val samples", epoch + 1,
+                         train_n["cached"], train_n["rows"], " (rank 0's share)" if d.world > 1 else "",
+                         val_n["cached"], val_n["rows"])
             history.append(row)
             log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
                                                   for k, v in row.items()})

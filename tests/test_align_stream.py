@@ -1,4 +1,5 @@
-"""AlignStream: bad shards, skipped pairs, and the same global batches for any world size and workers."""
+"""AlignStream: bad shards, skipped pairs, the same global batches for any world size and workers, and with
+or without the audio cache."""
 from __future__ import annotations
 
 import io
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io.wavfile
+import torch
 import webdataset as wds
 
 from pipeline.align_stream import AlignStream, loader
@@ -91,8 +93,6 @@ def test_empty_split_gives_no_batches(tmp_path: Path) -> None:
 
 
 def test_spectrograms_made_in_the_workers_equal_the_device_ones(shards) -> None:
-    import torch
-
     from pipeline import audio_input
     from pipeline.params import SpectrogramParams
 
@@ -100,10 +100,13 @@ def test_spectrograms_made_in_the_workers_equal_the_device_ones(shards) -> None:
     sp = SpectrogramParams(n_mels=16, n_frames=8, n_fft=256, hop_length=128)
     n = audio_input.n_samples(sp)
     fn = audio_input.spectrogram_fn(sp)
-    st = AlignStream(urls, table, n_samples=n, batch=4, spec_fn=fn)
-    for b in loader(st, 2):
+    waves = AlignStream(urls, table, n_samples=n, batch=4)
+    specs = AlignStream(urls, table, n_samples=n, batch=4, spec_fn=fn)
+    for w, b in zip(loader(waves, 2), loader(specs, 2), strict=True):
+        assert "wave" not in b and b["keys"] == w["keys"]
         if b["keys"]:
-            assert torch.equal(b["spec"], fn(b["wave"])) and b["spec"].shape == (len(b["keys"]), 1, 16, 8)
+            assert b["spec"].shape == (len(b["keys"]), 1, 16, 8)
+            torch.testing.assert_close(b["spec"], fn(w["wave"]), rtol=0, atol=1e-5)  # batched on the device
     assert audio_input.in_workers(sp, torch.device("cpu")) and not audio_input.in_workers(sp, torch.device("cuda"))
 
 
@@ -129,3 +132,65 @@ def test_audio_bytes_decode_the_same_through_libsndfile_and_torchcodec(tmp_path:
     wave = shard_io.decode_audio_bytes(stereo.read_bytes())
     assert isinstance(wave, np.ndarray) and abs(len(wave) - 16000) <= 32
     assert "cannot decode audio" in shard_io.decode_audio_bytes(b"not audio at all")
+
+
+def epochs_of(st: AlignStream, workers: int | None, n: int = 3) -> list[list[dict]]:
+    """``n`` epochs of batches through one loader (its workers persist) or, with ``workers=None``, in process."""
+    batches = st if workers is None else loader(st, workers)
+    out = []
+    for epoch in range(n):
+        st.epoch = epoch
+        out.append(list(batches))
+    return out
+
+
+def assert_same_batches(a: list[list[dict]], b: list[list[dict]]) -> None:
+    """Equal batches, epoch by epoch (the count of skipped pairs may ride on other batches with workers)."""
+    assert len(a) == len(b)
+    for ea, eb in zip(a, b):
+        assert sum(x["skipped"] for x in ea) == sum(y["skipped"] for y in eb)
+        ea, eb = [x for x in ea if x["keys"]], [y for y in eb if y["keys"]]
+        assert [x["keys"] for x in ea] == [y["keys"] for y in eb]
+        for x, y in zip(ea, eb):
+            item = "spec" if "spec" in x else "wave"
+            assert torch.equal(x[item], y[item]) and torch.equal(x["valid"], y["valid"])
+            assert torch.equal(x["feature"], y["feature"])
+
+
+@pytest.mark.parametrize("world,workers,split_by,spec", [(1, 2, "sample", True), (1, 0, "sample", False),
+                                                         (2, 2, "sample", True), (2, 1, "shard", True)])
+def test_the_cache_changes_no_batch_in_any_epoch(shards, world, workers, split_by, spec) -> None:
+    """Three reshuffled epochs through one loader with the cache, and in process without: bit-identical
+    batches on every rank (the persistent workers follow the epoch); the cache (shared by the workers of a
+    rank) serves every pair it has seen once, broken ones included."""
+    from pipeline import audio_input
+    from pipeline.params import SpectrogramParams
+
+    urls, table = shards
+    sp = SpectrogramParams(n_mels=16, n_frames=8, n_fft=256, hop_length=128)
+    kw = dict(n_samples=audio_input.n_samples(sp), batch=4, world=world, seed=5, shuffle_buffer=6,
+              split_by=split_by, drop_last=False, spec_fn=audio_input.spectrogram_fn(sp) if spec else None)
+    for rank in range(world):
+        plain = epochs_of(AlignStream(urls, table, rank=rank, **kw), None)
+        st = AlignStream(urls, table, rank=rank, cache_bytes=1 << 20, **kw)
+        cached = epochs_of(st, workers)
+        assert_same_batches(plain, cached)
+        assert st.cache.slots == len(table.keys)
+        hits = [sum(b["cached"] for b in e) for e in cached]
+        seen = [{k for b in e for k in b["keys"]} for e in cached]
+        assert hits[0] == 0 and hits[1] == len(seen[0] & seen[1]) and hits[2] == len(seen[2] & (seen[0] | seen[1]))
+        if world == 1:
+            assert hits[1:] == [22, 22]  # every usable pair, broken_0 and nan_0 with them
+
+
+def test_a_budget_smaller_than_the_data_caches_what_fits(shards) -> None:
+    urls, table = shards
+    kw = dict(n_samples=1000, batch=4, seed=5, shuffle_buffer=6, drop_last=False)
+    small = AlignStream(urls, table, cache_bytes=10 * 4001, **kw)  # 10 waves of 1000 float32 + a state byte
+    cached = epochs_of(small, 2)
+    assert small.cache.slots == 10 and small.cache_nbytes == 10 * 4001
+    assert_same_batches(epochs_of(AlignStream(urls, table, **kw), None), cached)
+    fits = sum(table.rows[k] < 10 for b in cached[0] for k in b["keys"])  # rows 0-9 have slots
+    assert [sum(b["cached"] for b in e) for e in cached] == [0, fits, fits] and fits == 9  # row 3 has no audio
+    none = AlignStream(urls, table, cache_bytes=4000, **kw)  # not one wave fits: streamed as without a cache
+    assert none.cache is None and none.cache_nbytes == 0 and sum(b["cached"] for b in list(loader(none, 0))) == 0
