@@ -5,8 +5,9 @@ samples without a ``.flac`` member or without a feature are skipped and counted.
 DataLoader workers and tiled/cut to a fixed length; with ``spec_fn`` the workers also make each clip's
 spectrogram (one clip at a time, so it depends on that clip only), else spectrograms are left to the
 training device. With ``cache_bytes`` these per-clip items are kept across epochs
-(``pipeline.audio_cache``: shared by the workers, bounded, the rest streamed); later epochs then only read
-the shards for the order of the keys. Batches are the same with and without the cache.
+(``pipeline.audio_cache``: shared by the workers, bounded, the rest streamed); later epochs then do not
+read a shard whose pairs are all cached (its keys' order is remembered from the first read). Batches are
+the same with and without the cache.
 
 How ranks and workers share the data (``split_by``):
 
@@ -86,6 +87,7 @@ class AlignStream(IterableDataset):
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers too
         self.item_key = "wave" if spec_fn is None else "spec"
         self.item_shape = (n_samples,) if spec_fn is None else tuple(spec_fn(torch.zeros(1, n_samples)).shape[1:])
+        self._listings: dict[str, list[tuple[str, str]]] = {}  # url -> (key, skip reason), per worker
         self.cache = AudioCache.fitting(len(table.keys), self.item_shape, cache_bytes) if cache_bytes > 0 else None
 
     @property
@@ -103,16 +105,31 @@ class AlignStream(IterableDataset):
         return 0 if self.cache is None else self.cache.nbytes
 
     def _usable(self, urls: list[str], report: bool, skipped: list[int]) -> Iterator[dict]:
-        for s in shard_io.read_samples(urls, ("flac", "json")):
-            key = s["__key__"]
-            reason = ("no .flac member" if shard_io.missing(s, ("flac",)) else
-                      "no image feature" if key not in self.table.rows else "")
-            if reason:
-                skipped[0] += 1
-                if report:
-                    log.warning("pair %s skipped: %s", key, reason)
+        """The pairable samples of ``urls`` in order; a shard whose pairs are all cached is not read again:
+        its listing (keys and skip reasons, kept from the first full read) is replayed."""
+        for url in urls:
+            listing = self._listings.get(url)
+            if listing is not None and self.cache is not None and self.cache.has_all(
+                    [self.table.rows[k] for k, reason in listing if not reason]):
+                for key, reason in listing:
+                    if reason:
+                        skipped[0] += 1
+                    else:
+                        yield {"__key__": key}
                 continue
-            yield s
+            listing = []
+            for s in shard_io.read_samples([url], ("flac", "json")):
+                key = s["__key__"]
+                reason = ("no .flac member" if shard_io.missing(s, ("flac",)) else
+                          "no image feature" if key not in self.table.rows else "")
+                listing.append((key, reason))
+                if reason:
+                    skipped[0] += 1
+                    if report:
+                        log.warning("pair %s skipped: %s", key, reason)
+                    continue
+                yield s
+            self._listings[url] = listing  # only once the shard was read to its end
 
     def _decode(self, s: dict) -> tuple[np.ndarray, bool]:
         wave = shard_io.decode_audio_bytes(s["flac"])

@@ -97,6 +97,11 @@ class AudioCache:
         state = int(self.state[row])
         return None if state == EMPTY else (self.data[row], state == AUDIO)
 
+    def has_all(self, rows: list[int]) -> bool:
+        """Whether every one of ``rows`` is cached."""
+        idx = torch.as_tensor(rows, dtype=torch.int64)
+        return bool(((idx < self.slots).all() and (self.state[idx.clamp(max=self.slots - 1)] != EMPTY).all()))
+
     def put(self, row: int, item: Tensor, ok: bool) -> None:
         """Keep ``item`` (``Tensor[*item_shape]``) of ``row`` when the row has a slot."""
         if row < self.slots:

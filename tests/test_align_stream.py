@@ -194,3 +194,25 @@ def test_a_budget_smaller_than_the_data_caches_what_fits(shards) -> None:
     assert [sum(b["cached"] for b in e) for e in cached] == [0, fits, fits] and fits == 9  # row 3 has no audio
     none = AlignStream(urls, table, cache_bytes=4000, **kw)  # not one wave fits: streamed as without a cache
     assert none.cache is None and none.cache_nbytes == 0 and sum(b["cached"] for b in list(loader(none, 0))) == 0
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_shards_whose_pairs_are_all_cached_are_not_read_again(shards, tmp_path, workers) -> None:
+    """After the first epoch every pair is cached: the shards are moved away and the next epochs, replayed
+    from the remembered key order, still give the batches a cache-less stream gives."""
+    import shutil
+    urls, table = shards
+    kw = dict(n_samples=1000, batch=4, seed=5, shuffle_buffer=6, drop_last=False)
+    copies = [str(shutil.copy(u, tmp_path / Path(u).name)) for u in urls]
+    plain = epochs_of(AlignStream(copies, table, **kw), None)
+    st = AlignStream(copies, table, cache_bytes=1 << 20, **kw)
+    batches = st if workers is None else loader(st, workers)
+    st.epoch = 0
+    first = [list(batches)]
+    for c in copies:
+        Path(c).unlink()
+    for epoch in (1, 2):
+        st.epoch = epoch
+        first.append(list(batches))
+    assert_same_batches(plain, first)
+    assert [sum(b["cached"] for b in e) for e in first] == [0, 22, 22]
