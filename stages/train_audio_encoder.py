@@ -40,9 +40,12 @@ def run_key(p: AudioEncoderParams, loss: str, seed: int, embeddings: Path | None
     resumes from: other pairs or features (e.g. ``selection=mid``) start a fresh run."""
     d = {k: v for k, v in dataclasses.asdict(p).items() if k not in NOT_IN_RUN_KEY}
     if embeddings is not None:
-        digest = hashlib.sha256()
-        for f in sorted(Path(embeddings).glob("*.parquet")):
-            digest.update(f.name.encode() + f.read_bytes())
+        digest = hashlib.sha256()  # the keys (.parquet) and the features (.npy): selection=mid keeps the keys
+        for f in sorted([*Path(embeddings).glob("*.parquet"), *Path(embeddings).glob("*.npy")]):
+            digest.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 24), b""):
+                    digest.update(chunk)
         d["data"] = digest.hexdigest()
     return json.loads(json.dumps({**d, "loss": loss, "seed": seed}))
 

@@ -69,6 +69,18 @@ def test_other_settings_start_over(data: Path, tmp_path: Path) -> None:
     assert torch.load(tmp_path / "audio_encoder.pt", weights_only=True)["loss"] == "l2"
 
 
+def test_other_features_for_the_same_keys_start_over(data: Path, tmp_path: Path) -> None:
+    """selection=mid keeps every pair key and changes only the features (.npy): no resume from last.pt."""
+    import shutil
+    emb = tmp_path / "embeddings"
+    shutil.copytree(data / "embeddings", emb)
+    a = stage.run_key(tiny_params(), "infonce", 0, emb)
+    train_npy = emb / "train.npy"
+    feats = np.load(train_npy)
+    np.save(train_npy, feats[::-1].copy())  # the same keys and shapes, other features
+    assert stage.run_key(tiny_params(), "infonce", 0, emb) != a
+
+
 def test_published_checkpoint_is_taken_as_is(data: Path, tmp_path: Path) -> None:
     model = AudioEncoder()
     torch.save({"audnet." + k: v for k, v in model.state_dict().items()}, tmp_path / "sound2scene.pth")
