@@ -77,6 +77,17 @@ def labels_of(table: pa.Table) -> tuple[np.ndarray, list[str]]:
     return np.array([lookup[v] for v in names], np.int64), classes
 
 
+def clip_groups(video_ids: list[str]) -> np.ndarray | None:
+    """int [N]: the clip of each image when the rows come in contiguous runs per clip (the `images` stage
+    writes them so); None when a clip's rows are scattered (grouped batches are then not possible)."""
+    ids = np.asarray(video_ids, dtype=object)
+    if len(ids) == 0:
+        return None
+    change = np.r_[True, ids[1:] != ids[:-1]]
+    groups = np.cumsum(change) - 1
+    return groups if len(set(ids[change])) == int(change.sum()) else None
+
+
 def batches(n: int, size: int) -> Iterator[slice]:
     """Consecutive slices of ``size`` covering range(n)."""
     for start in range(0, n, size):

@@ -211,6 +211,7 @@ class GeneratorParams:
     dim_z: int = 64
     shared_dim_feat: int = 128
     attn: str = "0"
+    min_foreground: float = 0.0  # train on frames whose foreground (vs the clip's median scene) covers this share
     k_neighbours: int = 10
     batch: int = 32
     g_lr: float = 4e-4

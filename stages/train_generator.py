@@ -29,10 +29,10 @@ from models.biggan import DiscriminatorConfig, Generator, GeneratorConfig
 from models.biggan_io import load_generator
 from models.checkpoint import save_checkpoint
 from models.image_encoder import ImageEncoder, load_encoder
-from pipeline import icgan, metrics, swav
+from pipeline import foreground, icgan, metrics, swav
 from pipeline.devices import pick_device
 from pipeline.fid import EncoderFeatures, FidCurve, write_csv
-from pipeline.image_store import labels_of, read_images
+from pipeline.image_store import clip_groups, labels_of, read_images
 from pipeline.params import GeneratorParams
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,27 @@ class ClassCheck:
         save_image((tiles + 1) / 2, path, nrow=noises + 1, padding=2, pad_value=1.0)
 
 
+def _with_foreground(frames: np.ndarray, video_ids: list[str], share: float) -> np.ndarray:
+    """The frames (uint8 ``[N, H, W, 3]``) whose foreground against their clip's median scene covers at
+    least ``share`` of the frame; all frames when the rows do not come in runs per clip."""
+    groups = clip_groups(video_ids)
+    if groups is None:
+        log.warning("generator.min_foreground: the corpus rows are not grouped by clip; using every frame")
+        return frames
+    keep = foreground.foreground_share(frames, groups) >= share
+    log.info("generator corpus: %d of %d frames show a foreground of at least %.0f%%", keep.sum(), len(keep),
+             100 * share)
+    if not keep.any():
+        raise ValueError(f"no corpus frame has a foreground of at least {share:.0%}: lower generator.min_foreground")
+    return np.ascontiguousarray(frames[keep])
+
+
 def _corpus(encoder: ImageEncoder, size: int, images: Path, p: GeneratorParams) -> tuple[Tensor, Tensor, Tensor]:
     """(uint8 real images [N, 3, R, R], unit features [N, D], neighbourhoods [N, k]) of the train corpus, on
     the CPU (features and neighbourhoods are computed on the encoder's device)."""
-    frames, _ = read_images(images, "train")
+    frames, table = read_images(images, "train")
+    if p.min_foreground > 0:
+        frames = _with_foreground(frames, table.column("video_id").to_pylist(), p.min_foreground)
     feats = swav.embed(encoder, frames, size=size)
     nbrs = icgan.neighbourhoods(feats.to(next(encoder.parameters()).device), p.k_neighbours).cpu()
     return icgan.to_gan_images(frames, p.resolution), feats, nbrs

@@ -21,7 +21,7 @@ from models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from models.image_encoder import ImageEncoder, ImageEncoderConfig, load_encoder
 from pipeline import metrics, swav
 from pipeline.devices import pick_device
-from pipeline.image_store import labels_of, read_images
+from pipeline.image_store import clip_groups, labels_of, read_images
 from pipeline.params import ImageEncoderParams
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,6 @@ def projection_spread(model: ImageEncoder, size: int, images: Path, n: int = 512
     model.eval()
     spread = float(model.project(model(swav.normalise(x))).std(0).mean()) if len(pick) > 1 else 0.0
     return round(spread, 4) if np.isfinite(spread) else None  # None: the weights diverged
-
-
-def clip_groups(video_ids: list[str]) -> np.ndarray | None:
-    """int [N]: the clip of each image when the rows come in contiguous runs per clip (the `images` stage
-    writes them so); None when a clip's rows are scattered (grouped batches are then not possible)."""
-    ids = np.asarray(video_ids, dtype=object)
-    if len(ids) == 0:
-        return None
-    change = np.r_[True, ids[1:] != ids[:-1]]
-    groups = np.cumsum(change) - 1
-    return groups if len(set(ids[change])) == int(change.sum()) else None
 
 
 class Throughput:

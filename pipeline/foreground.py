@@ -1,0 +1,49 @@
+"""What moved into a video frame, found without labels: a clip's static scene is the per-pixel temporal
+median of its frames, and a frame's foreground is where it differs from that scene.
+
+Used to train the generator on frames that show something besides their clip's static scene
+(``generator.min_foreground``). On footage from a moving camera the median scene is blurred and most of
+the frame counts as foreground, so the filter then keeps nearly everything.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def clip_scenes(images: np.ndarray, groups: np.ndarray, max_frames: int = 32) -> np.ndarray:
+    """The static scene of each clip, uint8 ``[G, H, W, 3]``: the per-pixel median of (up to ``max_frames``
+    evenly spaced of) its frames. ``images`` uint8 ``[N, H, W, 3]``; ``groups`` int ``[N]``: clip index
+    0..G-1 of each image, in contiguous runs."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    ends = np.r_[starts[1:], len(groups)]
+    out = np.empty((int(groups.max()) + 1, *images.shape[1:]), np.uint8)
+    for s, e in zip(starts, ends):
+        pick = np.unique(np.linspace(s, e - 1, min(max_frames, e - s)).round().astype(int))
+        out[groups[s]] = np.median(np.asarray(images[pick]), axis=0).round().astype(np.uint8)
+    return out
+
+
+def foreground(x01: Tensor, scene01: Tensor, threshold: float, grow: int = 1) -> Tensor:
+    """Where frames ``x01`` differ from their clip's scene ``scene01`` (both ``Tensor[B, 3, H, W]`` in
+    [0, 1]) by more than ``threshold`` in some channel, grown by ``grow`` pixels: ``Tensor[B, 1, H, W]``
+    in {0, 1}."""
+    mask = ((x01 - scene01).abs().amax(dim=1, keepdim=True) > threshold).to(x01.dtype)
+    if grow > 0:
+        mask = F.max_pool2d(mask, 2 * grow + 1, stride=1, padding=grow)
+    return mask
+
+
+def foreground_share(images: np.ndarray, groups: np.ndarray, threshold: float = 0.1,
+                     chunk: int = 512) -> np.ndarray:
+    """float32 ``[N]``: the share of each frame (uint8 ``[N, H, W, 3]``, clips ``groups`` in contiguous
+    runs) that differs from its clip's median scene by more than ``threshold``."""
+    scenes = torch.from_numpy(clip_scenes(images, groups)).permute(0, 3, 1, 2).float() / 255.0
+    out = np.empty(len(images), np.float32)
+    for s in range(0, len(images), chunk):
+        x = torch.from_numpy(np.asarray(images[s:s + chunk])).permute(0, 3, 1, 2).float() / 255.0
+        own = torch.from_numpy(np.asarray(groups[s:s + chunk], np.int64))
+        out[s:s + len(x)] = foreground(x, scenes[own], threshold).mean(dim=(1, 2, 3)).numpy()
+    return out

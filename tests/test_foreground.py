@@ -1,0 +1,48 @@
+"""Unsupervised foreground: clip scenes by temporal median, foreground shares, the generator's corpus filter."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.foreground import clip_scenes, foreground_share
+from stages.train_generator import _with_foreground
+
+
+def two_clips() -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Two clips of 6 frames on their own noisy gradient; a 16x16 square shows in frames 1-2 of each."""
+    rng = np.random.default_rng(0)
+    frames, ids, shown = [], [], []
+    for c in range(2):
+        scene = np.clip(np.linspace(30, 120, 32)[None, :, None] + rng.normal(0, 4, (32, 32, 3)) + 40 * c, 0, 255)
+        for t in range(6):
+            f = scene.copy()
+            if t in (1, 2):
+                f[8:24, 8:24] = (230, 20, 20)
+            frames.append(f.astype(np.uint8))
+            ids.append(f"clip{c}")
+            shown.append(t in (1, 2))
+    return np.stack(frames), ids, np.array(shown)
+
+
+def test_the_median_scene_leaves_out_what_shows_in_a_minority_of_frames() -> None:
+    frames, _, shown = two_clips()
+    scenes = clip_scenes(frames, np.repeat([0, 1], 6))
+    assert scenes.shape == (2, 32, 32, 3)
+    np.testing.assert_array_equal(scenes[0], np.median(frames[:6][~shown[:6]], axis=0).round().astype(np.uint8))
+
+
+def test_foreground_share_is_the_object_area_and_zero_without_it() -> None:
+    frames, _, shown = two_clips()
+    share = foreground_share(frames, np.repeat([0, 1], 6))
+    grown = 18 * 18 / (32 * 32)  # the 16x16 square grown by one pixel on each side
+    np.testing.assert_allclose(share[shown], grown, atol=0.01)
+    assert (share[~shown] == 0).all()
+
+
+def test_the_generator_corpus_keeps_frames_with_a_foreground() -> None:
+    frames, ids, shown = two_clips()
+    kept = _with_foreground(frames, ids, 0.1)
+    np.testing.assert_array_equal(kept, frames[shown])
+    assert len(_with_foreground(frames, ids[:3] + ids[6:9] + ids[3:6] + ids[9:], 0.1)) == 12  # scattered rows: all
+    with pytest.raises(ValueError, match="lower generator.min_foreground"):
+        _with_foreground(frames, ids, 0.9)
