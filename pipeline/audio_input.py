@@ -33,9 +33,10 @@ class Spectrogram:
     def __call__(self, wave: Tensor) -> Tensor:
         sp = self.sp
         if sp.kind == "paper":
-            return paper_spectrogram(wave, compute_dtype=torch.float64 if sp.float64 else torch.float32)
+            return paper_spectrogram(wave, compute_dtype=torch.float64 if sp.float64 else torch.float32,
+                                     norm=sp.norm)
         return logmel_spectrogram(wave, n_mels=sp.n_mels, n_frames=sp.n_frames, n_fft=sp.n_fft,
-                                  hop_length=sp.hop_length)
+                                  hop_length=sp.hop_length, norm=sp.norm)
 
 
 def spectrogram_fn(sp: SpectrogramParams) -> SpecFn:

@@ -257,6 +257,7 @@ class SpectrogramParams:
     time_mask: int = 0  # SpecAugment: widest time mask in frames (0: none), training only
     freq_mask: int = 0  # widest frequency mask in bins (0: none)
     float64: bool = False  # paper kind: compute in float64 (scipy-exact) instead of float32
+    norm: Literal["clip", "none"] = "clip"  # clip: per-clip z-score (paper); none: log only (keeps loudness)
     on: Literal["auto", "device", "workers"] = "auto"  # auto: the GPU when training on one, else workers
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import numpy as np
+import math
 import pytest
 from conftest import compat_file
 import scipy.signal
@@ -160,3 +161,22 @@ def test_logmel_options_and_silence():
     out = logmel_spectrogram(torch.rand(2, 8000) - 0.5, n_mels=32, n_frames=50, hop_length=160)
     assert out.shape == (2, 1, 32, 50)
     assert not logmel_spectrogram(torch.zeros(1, 8000)).any()
+
+
+def test_norm_none_keeps_the_level_that_the_clip_zscore_removes() -> None:
+    from pipeline.spectrogram import logmel_spectrogram
+    t = torch.arange(16000) / 16000
+    noise = torch.rand(16000, generator=torch.Generator().manual_seed(0)) * 0.2 - 0.1  # every bin well above 1e-7
+    wave = (0.1 * torch.sin(2 * torch.pi * 440 * t) + noise)[None]  # x4 stays within [-1, 1]: no clipping
+    kw = dict(n_mels=32, n_frames=20, n_fft=512, hop_length=320)
+    quiet, loud = logmel_spectrogram(wave, **kw, norm="none"), logmel_spectrogram(4 * wave, **kw, norm="none")
+    heard = quiet > math.log(3e-6)  # bins well above the 1e-7 floor (PSD densities of audio are small)
+    assert heard.float().mean() > 0.4
+    torch.testing.assert_close((loud - quiet)[heard], torch.full_like(quiet[heard], 2 * math.log(4)), atol=0.05, rtol=0)
+    z_quiet, z_loud = logmel_spectrogram(wave, **kw), logmel_spectrogram(4 * wave, **kw)
+    for z in (z_loud, z_quiet):  # the paper's z-score takes the level out (the 1e-7 floor leaves some shape change)
+        assert abs(float(z.mean())) < 1e-4 and abs(float(z.std(correction=0)) - 1) < 1e-3
+    silent = logmel_spectrogram(torch.zeros(1, 16000), **kw, norm="none")
+    assert torch.isfinite(silent).all() and torch.allclose(silent, torch.full_like(silent, math.log(1e-7)))
+    with pytest.raises(ValueError, match="unknown spectrogram norm"):
+        logmel_spectrogram(wave, **kw, norm="global")
