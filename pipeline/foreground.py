@@ -12,13 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.image_store import clip_runs
+from pipeline.swav import to_float
+
 
 def clip_scenes(images: np.ndarray, groups: np.ndarray, max_frames: int = 32) -> np.ndarray:
     """The static scene of each clip, uint8 ``[G, H, W, 3]``: the per-pixel median of (up to ``max_frames``
     evenly spaced of) its frames. ``images`` uint8 ``[N, H, W, 3]``; ``groups`` int ``[N]``: clip index
     0..G-1 of each image, in contiguous runs."""
-    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-    ends = np.r_[starts[1:], len(groups)]
+    starts, ends = clip_runs(groups)
     out = np.empty((int(groups.max()) + 1, *images.shape[1:]), np.uint8)
     for s, e in zip(starts, ends):
         pick = np.unique(np.linspace(s, e - 1, min(max_frames, e - s)).round().astype(int))
@@ -40,10 +42,10 @@ def foreground_share(images: np.ndarray, groups: np.ndarray, threshold: float = 
                      chunk: int = 512) -> np.ndarray:
     """float32 ``[N]``: the share of each frame (uint8 ``[N, H, W, 3]``, clips ``groups`` in contiguous
     runs) that differs from its clip's median scene by more than ``threshold``."""
-    scenes = torch.from_numpy(clip_scenes(images, groups)).permute(0, 3, 1, 2).float() / 255.0
+    scenes = to_float(clip_scenes(images, groups))
     out = np.empty(len(images), np.float32)
     for s in range(0, len(images), chunk):
-        x = torch.from_numpy(np.asarray(images[s:s + chunk])).permute(0, 3, 1, 2).float() / 255.0
+        x = to_float(images[s:s + chunk])
         own = torch.from_numpy(np.asarray(groups[s:s + chunk], np.int64))
         out[s:s + len(x)] = foreground(x, scenes[own], threshold).mean(dim=(1, 2, 3)).numpy()
     return out

@@ -88,6 +88,13 @@ def clip_groups(video_ids: list[str]) -> np.ndarray | None:
     return groups if len(set(ids[change])) == int(change.sum()) else None
 
 
+def clip_runs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) index arrays ``[G]`` of the contiguous runs of equal values in ``groups`` int ``[N]``
+    (the clip of each image, as :func:`clip_groups` gives it)."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    return starts, np.r_[starts[1:], len(groups)]
+
+
 def batches(n: int, size: int) -> Iterator[slice]:
     """Consecutive slices of ``size`` covering range(n)."""
     for start in range(0, n, size):

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from models.image_encoder import ImageEncoder
 from pipeline.devices import autocast, to_device
+from pipeline.image_store import clip_runs
 from pipeline.augment import colour_jitter, hue_shuffle, random_resized_crop
 from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -122,8 +123,7 @@ def batch_indices(groups: np.ndarray | None, r: SwavRecipe, gen: torch.Generator
     grouped batch must separate them by what changes between them (the sources), not by the scene."""
     if not r.group_size or groups is None:
         return np.sort(torch.randint(0, n, (r.batch,), generator=gen).numpy())
-    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-    ends = np.r_[starts[1:], len(groups)]
+    starts, ends = clip_runs(groups)
     clips = torch.randint(0, len(starts), (max(1, r.batch // r.group_size),), generator=gen).numpy()
     u = torch.rand(len(clips), r.group_size, generator=gen).numpy()
     idx = starts[clips, None] + (u * (ends - starts)[clips, None]).astype(int)
