@@ -2,7 +2,8 @@
 median of its frames, and a frame's foreground is where it differs from that scene.
 
 Used to train the generator on frames that show something besides their clip's static scene
-(``generator.min_foreground``). On footage from a moving camera the median scene is blurred and most of
+(``generator.min_foreground``), and the image encoder on such frames with their background swapped for
+another clip's scene (``image_encoder.min_foreground``, ``image_encoder.bg_swap``). On footage from a moving camera the median scene is blurred and most of
 the frame counts as foreground, so the filter then keeps nearly everything.
 """
 from __future__ import annotations
@@ -13,7 +14,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline.image_store import clip_runs
-from pipeline.swav import to_float
+
+
+def to_float(images: np.ndarray | Tensor) -> Tensor:
+    """uint8 ``[B, H, W, 3]`` -> float ``Tensor[B, 3, H, W]`` in [0, 1]."""
+    t = torch.from_numpy(np.array(images)) if not isinstance(images, Tensor) else images
+    return t.permute(0, 3, 1, 2).float() / 255.0
 
 
 def clip_scenes(images: np.ndarray, groups: np.ndarray, max_frames: int = 32) -> np.ndarray:
@@ -39,13 +45,33 @@ def foreground(x01: Tensor, scene01: Tensor, threshold: float, grow: int = 1) ->
 
 
 def foreground_share(images: np.ndarray, groups: np.ndarray, threshold: float = 0.1,
-                     chunk: int = 512) -> np.ndarray:
+                     chunk: int = 512, scenes: np.ndarray | None = None) -> np.ndarray:
     """float32 ``[N]``: the share of each frame (uint8 ``[N, H, W, 3]``, clips ``groups`` in contiguous
-    runs) that differs from its clip's median scene by more than ``threshold``."""
-    scenes = to_float(clip_scenes(images, groups))
+    runs) that differs from its clip's median scene (``scenes``: :func:`clip_scenes`, computed when not
+    given) by more than ``threshold``."""
+    scenes = to_float(clip_scenes(images, groups) if scenes is None else scenes)
     out = np.empty(len(images), np.float32)
     for s in range(0, len(images), chunk):
         x = to_float(images[s:s + chunk])
         own = torch.from_numpy(np.asarray(groups[s:s + chunk], np.int64))
         out[s:s + len(x)] = foreground(x, scenes[own], threshold).mean(dim=(1, 2, 3)).numpy()
     return out
+
+
+def swap_background(x01: Tensor, mask: Tensor, scenes01: Tensor, own: Tensor, p: float,
+                    gen: torch.Generator) -> Tensor:
+    """Background augmentation (as in Ryali et al. 2021, with the foreground found without labels): with
+    probability ``p`` per frame, paste the frame's ``mask`` (``Tensor[B, 1, H, W]``, from
+    :func:`foreground`) onto another clip's static scene, drawn from ``scenes01`` ``Tensor[G, 3, H, W]``
+    (never the frame's own clip ``own`` int ``Tensor[B]``) and flipped at random. Two views of one frame
+    swapped this way share only what moved into it. ``x01`` ``Tensor[B, 3, H, W]`` in [0, 1] -> same."""
+    b, g = x01.shape[0], scenes01.shape[0]
+    if g < 2 or p <= 0:
+        return x01
+    other = (own.cpu() + torch.randint(1, g, (b,), generator=gen)) % g  # any clip but its own
+    back = scenes01[other.to(scenes01.device)]
+    flip = (torch.rand(b, generator=gen) < 0.5).view(b, 1, 1, 1).to(back.device)
+    back = torch.where(flip, back.flip(-1), back)
+    use = (torch.rand(b, generator=gen) < p).view(b, 1, 1, 1).to(x01)
+    m = mask * use
+    return m * x01 + (1 - m) * back

@@ -193,11 +193,23 @@ class ImageEncoderParams:
     hue_p: float = 0.8  # chance of an RGB channel permutation per view
     grey_p: float = 0.2  # chance of grey scale per view
     group_size: int = 0  # frames of one clip per batch (0: independent images); needs video_id rows
+    objective: Literal["swav", "nt_xent"] = "swav"  # nt_xent: SimCLR's loss on the two global views
+    nce_temperature: float = 0.2  # NT-Xent temperature
+    bg_swap: float = 0.0  # chance per view of pasting its foreground onto another clip's scene; needs video_id
+    min_foreground: float = 0.0  # train only on frames with at least this foreground share; needs video_id
     knn_k: int = 10
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
     amp: bool = True  # bfloat16 autocast of the forward passes on CUDA (ignored on CPU)
     threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.bg_swap <= 1.0:
+            raise ParamsError(f"image_encoder.bg_swap: expected a probability in [0, 1], got {self.bg_swap}")
+        if not 0.0 <= self.min_foreground < 1.0:
+            raise ParamsError(f"image_encoder.min_foreground: expected a share in [0, 1), got {self.min_foreground}")
+        if not self.nce_temperature > 0:
+            raise ParamsError(f"image_encoder.nce_temperature: expected > 0, got {self.nce_temperature}")
 
 
 @dataclass(frozen=True)

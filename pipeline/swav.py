@@ -5,6 +5,13 @@ scores of every view, Sinkhorn-Knopp codes of the global views (equal partition 
 swapped-prediction loss: every view predicts the codes of each *other* global view. Prototypes are frozen
 for the first steps and renormalised to unit length after each step. Features for k-NN / the generator are
 the encoder's average-pool output, L2-normalised (:func:`embed`).
+
+Two options for video-frame corpora whose frames share their clip's static scene (the built-in world):
+``min_foreground`` trains only on frames where something moved in (:mod:`pipeline.foreground`), and
+``bg_swap`` pastes each view's foreground onto another clip's scene, so two views agree only on what moved.
+SwAV's codes collapsed under the swap on the world (README, "Image encoder"), so ``objective: nt_xent``
+replaces the swapped prediction by SimCLR's NT-Xent between the two global views (Chen et al. 2020);
+encoder, projection head and checkpoint format stay the same.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from torch import Tensor
 
 from models.image_encoder import ImageEncoder
 from pipeline.devices import autocast, to_device
+from pipeline.foreground import clip_scenes, foreground, foreground_share, swap_background, to_float
 from pipeline.image_store import clip_runs
 from pipeline.augment import colour_jitter, hue_shuffle, random_resized_crop
 from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -49,6 +57,10 @@ class SwavRecipe:
     grey_p: float = 0.0  # chance of grey scale per view
     queue: int = 0  # embeddings of earlier batches added to each Sinkhorn problem (0: none)
     group_size: int = 0  # frames per clip in a batch (0: images drawn independently)
+    objective: str = "swav"  # swav: swapped prediction | nt_xent: SimCLR's loss on the two global views
+    nce_temperature: float = 0.2  # NT-Xent temperature
+    bg_swap: float = 0.0  # chance per view of pasting the frame's foreground onto another clip's scene
+    min_foreground: float = 0.0  # train only on frames whose foreground covers at least this share
     amp: bool = False  # bf16 autocast of the forward passes when the model is on CUDA (ignored on CPU)
 
 
@@ -82,17 +94,26 @@ def swapped_loss(scores: list[Tensor], n_global: int, temperature: float, epsilo
     return total / (n_global * (len(scores) - 1))
 
 
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """SimCLR's NT-Xent (Chen et al. 2020) of two views ``z1, z2: Tensor[B, D]`` of the same B images:
+    each of the 2B rows must pick its other view among the 2B - 1 other rows by cosine / ``temperature``
+    (chance level: log(2B - 1)); scalar, averaged over the 2B rows, computed in float32."""
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ValueError(f"expected two [B, D] views of one shape, got {list(z1.shape)} and {list(z2.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    sim = (z @ z.t() / temperature).fill_diagonal_(float("-inf"))
+    b = z1.shape[0]
+    target = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(sim.device)
+    return F.cross_entropy(sim, target)
+
+
 def normalise(x01: Tensor) -> Tensor:
     """Images in [0, 1] ``Tensor[B, 3, H, W]`` -> ImageNet mean/std normalised."""
     mean = torch.tensor(IMAGENET_MEAN, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
     return (x01 - mean) / std
-
-
-def to_float(images: np.ndarray | Tensor) -> Tensor:
-    """uint8 ``[B, H, W, 3]`` -> float ``Tensor[B, 3, H, W]`` in [0, 1]."""
-    t = torch.from_numpy(np.array(images)) if not isinstance(images, Tensor) else images
-    return t.permute(0, 3, 1, 2).float() / 255.0
 
 
 def load_batch(images: np.ndarray, idx: np.ndarray, device: torch.device) -> Tensor:
@@ -101,11 +122,16 @@ def load_batch(images: np.ndarray, idx: np.ndarray, device: torch.device) -> Ten
     return to_float(to_device(torch.from_numpy(np.array(images[idx])), device))
 
 
-def views(x01: Tensor, r: SwavRecipe, gen: torch.Generator) -> list[Tensor]:
-    """Multi-crop: 2 global crops (area 35-100%) and ``small_crops`` small ones (10-40%), colour-jittered,
-    channel-shuffled / greyed, normalised; ``Tensor[B, 3, H, W]`` in [0, 1] -> list of ``Tensor[B, 3, s, s]``."""
-    out = [random_resized_crop(x01, r.crop_size, (0.35, 1.0), gen) for _ in range(2)]
-    out += [random_resized_crop(x01, r.small_size, (0.1, 0.4), gen) for _ in range(r.small_crops)]
+def views(x01: Tensor, r: SwavRecipe, gen: torch.Generator,
+          source: Callable[[], Tensor] | None = None) -> list[Tensor]:
+    """Multi-crop: 2 global crops (area 35-100%) and ``small_crops`` small ones (10-40%; none for
+    ``nt_xent``), colour-jittered, channel-shuffled / greyed, normalised; ``Tensor[B, 3, H, W]`` in [0, 1]
+    -> list of ``Tensor[B, 3, s, s]``. ``source()``, when given, draws the image each view is cropped from
+    (a background-swapped copy of ``x01``)."""
+    src = source or (lambda: x01)
+    small = r.small_crops if r.objective == "swav" else 0
+    out = [random_resized_crop(src(), r.crop_size, (0.35, 1.0), gen) for _ in range(2)]
+    out += [random_resized_crop(src(), r.small_size, (0.1, 0.4), gen) for _ in range(small)]
     return [normalise(hue_shuffle(colour_jitter(v, r.jitter, gen), r.hue_p, r.grey_p, gen)) for v in out]
 
 
@@ -133,24 +159,28 @@ def batch_indices(groups: np.ndarray | None, r: SwavRecipe, gen: torch.Generator
 def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: int = 0,
           on_step: Callable[[int, float], None] | None = None, groups: np.ndarray | None = None) -> int:
     """Train ``model`` in place on uint8 ``images`` [N, H, W, 3] from ``start_step`` to ``r.steps``;
-    ``groups`` int [N] (contiguous runs: the clip of each image) enables clip-grouped batches;
-    ``on_step(step, loss)`` is called after each step. Runs on the model's device; the random draws come
-    from a CPU generator (the same crops on any device). Returns the last step count."""
+    ``groups`` int [N] (contiguous runs: the clip of each image) enables clip-grouped batches, the
+    foreground filter and the background swap; ``on_step(step, loss)`` is called after each step. Runs on
+    the model's device; the random draws come from a CPU generator (the same crops on any device).
+    Returns the last step count."""
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(r.seed + start_step)
     opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=0.9, weight_decay=r.weight_decay)
+    images, groups, scenes = foreground_corpus(images, groups, r, device)
     model.train()
     t0 = time.time()
     queue = torch.zeros(2, r.queue, model.config.proj_dim, device=device)
     for step in range(start_step, r.steps):
-        crops = views(load_batch(images, batch_indices(groups, r, gen, len(images)), device), r, gen)
+        idx = batch_indices(groups, r, gen, len(images))
+        x = load_batch(images, idx, device)
+        swap = None
+        if scenes is not None and r.bg_swap > 0:
+            own = torch.from_numpy(np.asarray(groups[idx], np.int64))
+            mask = foreground(x, scenes[own.to(device)], FG_THRESHOLD)
+            swap = lambda: swap_background(x, mask, scenes, own, r.bg_swap, gen)  # noqa: E731
         with autocast(device, r.amp):
-            zs, scores = zip(*(model.swav_forward(v) for v in crops))
-        full = r.queue and step - start_step >= r.queue // r.batch
-        queued = [queue[i] @ model.prototypes.weight.detach().t() for i in range(2)] if full else None
-        loss = swapped_loss(list(scores), 2, r.temperature, r.epsilon, r.sinkhorn_iters, queued)
-        if r.queue:
-            queue = torch.cat([torch.stack([z.detach().float() for z in zs[:2]]), queue], dim=1)[:, : r.queue]
+            zs, scores = zip(*(model.swav_forward(v) for v in views(x, r, gen, swap)))
+        loss, queue = _loss(model, list(zs), list(scores), queue, r, warm=step - start_step >= r.queue // r.batch)
         for group in opt.param_groups:
             group["lr"] = _lr(step, r)
         opt.zero_grad(set_to_none=True)
@@ -165,9 +195,48 @@ def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: in
         if on_step is not None:
             on_step(step + 1, float(loss.detach()))
         if (step + 1) % 50 == 0:
-            log.info("swav step %d/%d loss %.3f (%.2f s/step)", step + 1, r.steps, float(loss.detach()),
-                     (time.time() - t0) / (step + 1 - start_step))
+            log.info("%s step %d/%d loss %.3f (%.2f s/step)", r.objective, step + 1, r.steps,
+                     float(loss.detach()), (time.time() - t0) / (step + 1 - start_step))
     return r.steps
+
+
+FG_THRESHOLD = 0.1  # a pixel is foreground when it differs from its clip's scene by more than this
+
+
+def _loss(model: ImageEncoder, zs: list[Tensor], scores: list[Tensor], queue: Tensor, r: SwavRecipe,
+          warm: bool) -> tuple[Tensor, Tensor]:
+    """(loss, updated queue) of one step: NT-Xent of the two global embeddings ``zs[0..1]`` ``[B, D]``, or
+    SwAV's swapped prediction over every view's ``scores`` ``[B, K]`` with the ``queue`` ``[2, Q, D]`` of
+    earlier global embeddings in each Sinkhorn problem once ``warm`` (the queue has been filled)."""
+    if r.objective == "nt_xent":
+        return nt_xent(zs[0], zs[1], r.nce_temperature), queue
+    queued = [queue[i] @ model.prototypes.weight.detach().t() for i in range(2)] if r.queue and warm else None
+    loss = swapped_loss(scores, 2, r.temperature, r.epsilon, r.sinkhorn_iters, queued)
+    if r.queue:
+        queue = torch.cat([torch.stack([z.detach().float() for z in zs[:2]]), queue], dim=1)[:, : r.queue]
+    return loss, queue
+
+
+def foreground_corpus(images: np.ndarray, groups: np.ndarray | None, r: SwavRecipe,
+                      device: torch.device) -> tuple[np.ndarray, np.ndarray | None, Tensor | None]:
+    """(images, groups, scenes) to train on: with ``r.min_foreground``, only the frames whose foreground
+    covers that share (``groups`` keep their clip numbers); with ``r.bg_swap``, every clip's median scene
+    ``Tensor[G, 3, H, W]`` in [0, 1] on ``device`` (else None). Both need ``groups``."""
+    if r.bg_swap <= 0 and r.min_foreground <= 0:
+        return images, groups, None
+    if groups is None:
+        raise ValueError("image_encoder.bg_swap and image_encoder.min_foreground need the clip of each "
+                         "frame (a video_id column in the image corpus); set both to 0 for this corpus")
+    scenes = clip_scenes(images, groups)
+    if r.min_foreground > 0:
+        keep = foreground_share(images, groups, FG_THRESHOLD, scenes=scenes) >= r.min_foreground
+        log.info("image encoder: %d of %d frames have a foreground of at least %.0f%%", keep.sum(), len(keep),
+                 100 * r.min_foreground)
+        if not keep.any():
+            raise ValueError(f"no frame of the image corpus has a foreground of at least {r.min_foreground:g} "
+                             f"of its area: lower image_encoder.min_foreground")
+        images, groups = np.ascontiguousarray(images[keep]), groups[keep]
+    return images, groups, to_float(to_device(torch.from_numpy(scenes), device)) if r.bg_swap > 0 else None
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Stage `train_image_encoder`: SwAV on the unlabeled corpus, or the published SwAV weights loaded strictly.
+"""Stage `train_image_encoder`: SwAV (or, with ``objective: nt_xent``, SimCLR's loss) on the unlabeled corpus,
+or the published SwAV weights loaded strictly.
 
 Writes ``artifacts/image_encoder.pt`` as ``{"model", "config", "step", "input_size"}`` (``input_size``: the
 square size images are resized to before the network; 224 for published weights) and a health report: k-NN
@@ -33,7 +34,9 @@ def recipe(p: ImageEncoderParams) -> swav.SwavRecipe:
                            crop_size=p.crop_size, small_crops=p.small_crops, small_size=p.small_size,
                            freeze_prototypes_steps=p.freeze_prototypes_steps, seed=p.seed, jitter=p.jitter,
                            hue_p=p.hue_p, grey_p=p.grey_p, queue=p.queue,
-                           group_size=p.group_size, amp=p.amp)
+                           group_size=p.group_size, amp=p.amp, objective=p.objective,
+                           nce_temperature=p.nce_temperature, bg_swap=p.bg_swap,
+                           min_foreground=p.min_foreground)
 
 
 def health(model: ImageEncoder, size: int, images: Path, k: int) -> dict:
@@ -131,7 +134,8 @@ def run(p: ImageEncoderParams, *, images: Path, out: Path, report: Path) -> dict
     seconds = round(time.time() - t0, 1)
     torch.manual_seed(p.seed)
     baseline = health(ImageEncoder(model.config).eval().to(device), size, images, p.knn_k)
-    summary = {"trained": trained, "steps": p.steps if trained else 0, "seconds": seconds,
+    summary = {"trained": trained, "objective": p.objective if trained else None,
+               "steps": p.steps if trained else 0, "seconds": seconds,
                "images_per_s": speed, "device": device.type, "amp": p.amp and device.type == "cuda",
                "k": p.knn_k,
                "input_size": size, "feature_dim": model.out_dim, **health(model, size, images, p.knn_k),

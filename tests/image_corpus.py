@@ -33,3 +33,28 @@ def write_corpus(folder: Path, n_train: int = 40, n_eval: int = 24, size: int = 
                for i, lab in enumerate(labels)])
     w.close()
     return folder
+
+
+def write_clip_corpus(folder: Path, clips: int = 6, frames: int = 6, size: int = 32) -> Path:
+    """``train``: ``clips`` clips of ``frames`` frames on their own grey scene, a red or blue square shown
+    in frames 1-2 of each (so the clip's median scene leaves it out); ``eval`` as :func:`write_corpus`."""
+    rng = np.random.default_rng(2)
+    images, rows = [], []
+    for c in range(clips):
+        scene = np.full((size, size, 3), 40 + 150 * c // max(1, clips - 1), np.uint8)
+        y, x = rng.integers(0, size // 2, 2)
+        for t in range(frames):
+            f = scene.copy()
+            if t in (1, 2):
+                f[y:y + size // 2, x:x + size // 2] = (230, 30, 30) if c % 2 == 0 else (30, 30, 230)
+            images.append(f)
+            rows.append(dict(video_id=f"c{c}", split="train", t_s=t / 10, label=None))
+    w = ImageWriter(folder, "train", size)
+    w.add(np.stack(images), rows)
+    w.close()
+    ev, labels = blobs(24, 1, size)
+    w = ImageWriter(folder, "eval", size)
+    w.add(ev, [dict(video_id=f"e{i}", split="val" if i < 12 else "test", t_s=0.0, label=lab)
+               for i, lab in enumerate(labels)])
+    w.close()
+    return folder

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from pipeline.foreground import clip_scenes, foreground_share
+from pipeline.foreground import clip_scenes, foreground, foreground_share, swap_background
 from stages.train_generator import _with_foreground
 
 
@@ -46,3 +47,21 @@ def test_the_generator_corpus_keeps_frames_with_a_foreground() -> None:
     assert len(_with_foreground(frames, ids[:3] + ids[6:9] + ids[3:6] + ids[9:], 0.1)) == 12  # scattered rows: all
     with pytest.raises(ValueError, match="lower generator.min_foreground"):
         _with_foreground(frames, ids, 0.9)
+
+
+def test_background_swap_keeps_the_foreground_and_takes_another_clips_scene() -> None:
+    scenes = torch.stack([torch.full((3, 8, 8), v) for v in (0.1, 0.4, 0.7)])  # three flat clip scenes
+    x = scenes[torch.tensor([0, 1])].clone()
+    x[:, :, 2:5, 2:5] = 1.0  # a white square in both frames
+    own = torch.tensor([0, 1])
+    mask = foreground(x, scenes[own], 0.1, grow=0)
+    assert mask.sum() == 2 * 9
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(swap_background(x, mask, scenes, own, 0.0, gen), x)
+    for _ in range(5):
+        y = swap_background(x, mask, scenes, own, 1.0, gen)
+        assert torch.equal(y[:, :, 2:5, 2:5], x[:, :, 2:5, 2:5])
+        back = y[:, 0, 0, 0]
+        assert all(torch.isclose(b, scenes[:, 0, 0, 0]).sum() == 1 and not torch.isclose(b, scenes[o, 0, 0, 0])
+                   for b, o in zip(back, own))
+        assert torch.equal(y * (1 - mask), back.view(2, 1, 1, 1) * (1 - mask).expand_as(y))

@@ -1,18 +1,22 @@
 """SwAV training of the image encoder: Sinkhorn codes, swapped loss, the stage, resume, published weights."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
+from torch.nn import functional as F
 from conftest import compat_file
-from image_corpus import write_corpus
+from image_corpus import write_clip_corpus, write_corpus
 
 from models.checkpoint import CheckpointMismatchError
 from models.image_encoder import ImageEncoder
 from pipeline import metrics, swav
 from pipeline.augment import diff_augment, hue_shuffle, random_resized_crop
+from pipeline.image_store import clip_groups, read_images
 from pipeline.params import ImageEncoderParams
 from stages import train_image_encoder as stage
 
@@ -51,6 +55,26 @@ def test_queued_scores_change_the_codes_not_the_loss_terms() -> None:
     assert torch.isfinite(queued) and not torch.isclose(plain, queued)
     with pytest.raises(RuntimeError):
         swav.swapped_loss([a, a, a], 2, 0.1, 0.05, 3, [torch.randn(8, 5)] * 2)
+
+
+def test_nt_xent_by_hand_at_chance_and_when_views_agree():
+    same = torch.ones(4, 3)
+    assert torch.isclose(swav.nt_xent(same, same, 0.5), torch.tensor(math.log(7)))  # all 2B - 1 rows alike
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(5, 6), torch.randn(5, 6)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    terms = []
+    for i in range(10):
+        others = [j for j in range(10) if j != i]
+        logits = torch.stack([z[i] @ z[j] / 0.3 for j in others])
+        terms.append(-(logits[others.index((i + 5) % 10)] - torch.logsumexp(logits, 0)))
+    assert torch.isclose(swav.nt_xent(z1, z2, 0.3), torch.stack(terms).mean(), atol=1e-6)
+    eye = torch.eye(8)
+    assert swav.nt_xent(eye, eye, 0.1) < 1e-3 < swav.nt_xent(eye, eye.roll(1, 0), 0.1)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        swav.nt_xent(z1, z2, 0.0)
+    with pytest.raises(ValueError, match="two \\[B, D\\] views"):
+        swav.nt_xent(z1, z2[:3], 0.3)
 
 
 def test_augmentations_keep_shapes_and_ranges() -> None:
@@ -181,3 +205,37 @@ def test_device_cuda_without_a_gpu_is_one_sentence(corpus: Path) -> None:
 
     with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
         stage.run(dataclasses.replace(TINY, device="cuda"), images=corpus, out=corpus / "e.pt", report=corpus / "r.json")
+
+
+def test_foreground_corpus_filters_frames_and_gives_scenes_for_the_swap(tmp_path: Path) -> None:
+    frames, table = read_images(write_clip_corpus(tmp_path), "train")
+    groups = clip_groups(table.column("video_id").to_pylist())
+    cpu = torch.device("cpu")
+    same = swav.foreground_corpus(frames, groups, stage.recipe(TINY), cpu)
+    assert same[0] is frames and same[2] is None
+    kept, kept_groups, scenes = swav.foreground_corpus(
+        frames, groups, stage.recipe(dataclasses.replace(TINY, min_foreground=0.1)), cpu)
+    assert len(kept) == 12 and scenes is None  # frames 1-2 of each of the 6 clips show the square
+    assert kept_groups.tolist() == sorted(list(range(6)) * 2)
+    _, _, scenes = swav.foreground_corpus(frames, groups, stage.recipe(dataclasses.replace(TINY, bg_swap=0.5)), cpu)
+    assert scenes.shape == (6, 3, 32, 32) and torch.allclose(scenes[0], scenes[0, :, :1, :1].expand(3, 32, 32))
+    with pytest.raises(ValueError, match="need the clip of each frame"):
+        swav.foreground_corpus(frames, None, stage.recipe(dataclasses.replace(TINY, bg_swap=0.5)), cpu)
+    with pytest.raises(ValueError, match="lower image_encoder.min_foreground"):
+        swav.foreground_corpus(frames, groups, stage.recipe(dataclasses.replace(TINY, min_foreground=0.5)), cpu)
+
+
+def test_nt_xent_takes_two_views_and_trains_with_the_swap_deterministically(tmp_path: Path) -> None:
+    folder = write_clip_corpus(tmp_path)
+    p = dataclasses.replace(TINY, objective="nt_xent", bg_swap=1.0, min_foreground=0.1, small_crops=2)
+    x = torch.rand(3, 3, 32, 32)
+    assert len(swav.views(x, stage.recipe(p), torch.Generator())) == 2
+    assert len(swav.views(x, stage.recipe(dataclasses.replace(p, objective="swav")), torch.Generator())) == 4
+    first = stage.run(p, images=folder, out=tmp_path / "a.pt", report=tmp_path / "a.json")
+    stage.run(p, images=folder, out=tmp_path / "b.pt", report=tmp_path / "b.json")
+    a, b = (torch.load(tmp_path / f, weights_only=True)["model"] for f in ("a.pt", "b.pt"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    torch.manual_seed(p.seed)
+    assert not torch.equal(ImageEncoder(stage.load_encoder(tmp_path / "a.pt")[0].config).conv1.weight,
+                           a["conv1.weight"])  # it trained
+    assert first["knn_acc"] is not None and first["projection_spread"] > 0.0
