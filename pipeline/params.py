@@ -197,6 +197,7 @@ class ImageEncoderParams:
     nce_temperature: float = 0.2  # NT-Xent temperature
     bg_swap: float = 0.0  # chance per view of pasting its foreground onto another clip's scene; needs video_id
     min_foreground: float = 0.0  # train only on frames with at least this foreground share; needs video_id
+    crop_scale: tuple[float, float] = (0.35, 1.0)  # area range of the two global crops (share of the image)
     knn_k: int = 10
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
     amp: bool = True  # bfloat16 autocast of the forward passes on CUDA (ignored on CPU)
@@ -210,6 +211,9 @@ class ImageEncoderParams:
             raise ParamsError(f"image_encoder.min_foreground: expected a share in [0, 1), got {self.min_foreground}")
         if not self.nce_temperature > 0:
             raise ParamsError(f"image_encoder.nce_temperature: expected > 0, got {self.nce_temperature}")
+        if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
+            raise ParamsError(f"image_encoder.crop_scale: expected [min, max] with 0 < min <= max <= 1, "
+                              f"got {list(self.crop_scale)}")
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class SwavRecipe:
     nce_temperature: float = 0.2  # NT-Xent temperature
     bg_swap: float = 0.0  # chance per view of pasting the frame's foreground onto another clip's scene
     min_foreground: float = 0.0  # train only on frames whose foreground covers at least this share
+    crop_scale: tuple[float, float] = (0.35, 1.0)  # area range of the global crops (share of the image)
     amp: bool = False  # bf16 autocast of the forward passes when the model is on CUDA (ignored on CPU)
 
 
@@ -124,13 +125,13 @@ def load_batch(images: np.ndarray, idx: np.ndarray, device: torch.device) -> Ten
 
 def views(x01: Tensor, r: SwavRecipe, gen: torch.Generator,
           source: Callable[[], Tensor] | None = None) -> list[Tensor]:
-    """Multi-crop: 2 global crops (area 35-100%) and ``small_crops`` small ones (10-40%; none for
+    """Multi-crop: 2 global crops (area ``r.crop_scale``, default 35-100%) and ``small_crops`` small ones (10-40%; none for
     ``nt_xent``), colour-jittered, channel-shuffled / greyed, normalised; ``Tensor[B, 3, H, W]`` in [0, 1]
     -> list of ``Tensor[B, 3, s, s]``. ``source()``, when given, draws the image each view is cropped from
     (a background-swapped copy of ``x01``)."""
     src = source or (lambda: x01)
     small = r.small_crops if r.objective == "swav" else 0
-    out = [random_resized_crop(src(), r.crop_size, (0.35, 1.0), gen) for _ in range(2)]
+    out = [random_resized_crop(src(), r.crop_size, r.crop_scale, gen) for _ in range(2)]
     out += [random_resized_crop(src(), r.small_size, (0.1, 0.4), gen) for _ in range(small)]
     return [normalise(hue_shuffle(colour_jitter(v, r.jitter, gen), r.hue_p, r.grey_p, gen)) for v in out]
 

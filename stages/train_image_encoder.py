@@ -36,7 +36,7 @@ def recipe(p: ImageEncoderParams) -> swav.SwavRecipe:
                            hue_p=p.hue_p, grey_p=p.grey_p, queue=p.queue,
                            group_size=p.group_size, amp=p.amp, objective=p.objective,
                            nce_temperature=p.nce_temperature, bg_swap=p.bg_swap,
-                           min_foreground=p.min_foreground)
+                           min_foreground=p.min_foreground, crop_scale=p.crop_scale)
 
 
 def health(model: ImageEncoder, size: int, images: Path, k: int) -> dict:

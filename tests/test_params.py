@@ -148,6 +148,7 @@ def test_evaluation_sections_load_and_name_unknown_keys(tmp_path: Path) -> None:
     ("image_encoder", "image_encoder: {bg_swap: 1.5}", "image_encoder.bg_swap: expected a probability"),
     ("image_encoder", "image_encoder: {min_foreground: 1.0}", "image_encoder.min_foreground: expected a share"),
     ("image_encoder", "image_encoder: {nce_temperature: 0}", "image_encoder.nce_temperature: expected > 0"),
+    ("image_encoder", "image_encoder: {crop_scale: [0.9, 0.5]}", "image_encoder.crop_scale: expected \\[min, max\\]"),
 ])
 def test_visual_half_device_and_amp_are_checked(tmp_path: Path, name: str, text: str, match: str) -> None:
     with pytest.raises(ParamsError, match=match):
