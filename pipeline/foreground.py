@@ -15,6 +15,8 @@ from torch import Tensor
 
 from pipeline.image_store import clip_runs
 
+THRESHOLD = 0.1  # a pixel is foreground where it differs from its clip's scene by more than this (in [0, 1])
+
 
 def to_float(images: np.ndarray | Tensor) -> Tensor:
     """uint8 ``[B, H, W, 3]`` -> float ``Tensor[B, 3, H, W]`` in [0, 1]."""
@@ -44,7 +46,7 @@ def foreground(x01: Tensor, scene01: Tensor, threshold: float, grow: int = 1) ->
     return mask
 
 
-def foreground_share(images: np.ndarray, groups: np.ndarray, threshold: float = 0.1,
+def foreground_share(images: np.ndarray, groups: np.ndarray, threshold: float = THRESHOLD,
                      chunk: int = 512, scenes: np.ndarray | None = None) -> np.ndarray:
     """float32 ``[N]``: the share of each frame (uint8 ``[N, H, W, 3]``, clips ``groups`` in contiguous
     runs) that differs from its clip's median scene (``scenes``: :func:`clip_scenes`, computed when not

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from models.image_encoder import ImageEncoder
 from pipeline.devices import autocast, to_device
-from pipeline.foreground import clip_scenes, foreground, foreground_share, swap_background, to_float
+from pipeline.foreground import THRESHOLD, clip_scenes, foreground, foreground_share, swap_background, to_float
 from pipeline.image_store import clip_runs
 from pipeline.augment import colour_jitter, hue_shuffle, random_resized_crop
 from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -125,9 +125,9 @@ def load_batch(images: np.ndarray, idx: np.ndarray, device: torch.device) -> Ten
 
 def views(x01: Tensor, r: SwavRecipe, gen: torch.Generator,
           source: Callable[[], Tensor] | None = None) -> list[Tensor]:
-    """Multi-crop: 2 global crops (area ``r.crop_scale``, default 35-100%) and ``small_crops`` small ones (10-40%; none for
-    ``nt_xent``), colour-jittered, channel-shuffled / greyed, normalised; ``Tensor[B, 3, H, W]`` in [0, 1]
-    -> list of ``Tensor[B, 3, s, s]``. ``source()``, when given, draws the image each view is cropped from
+    """Multi-crop: 2 global crops (area ``r.crop_scale``, default 35-100%) and ``small_crops`` small ones
+    (10-40%; none for ``nt_xent``), colour-jittered, channel-shuffled / greyed, normalised;
+    ``Tensor[B, 3, H, W]`` in [0, 1] -> list of ``Tensor[B, 3, s, s]``. ``source()``, when given, draws the image each view is cropped from
     (a background-swapped copy of ``x01``)."""
     src = source or (lambda: x01)
     small = r.small_crops if r.objective == "swav" else 0
@@ -177,7 +177,7 @@ def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: in
         swap = None
         if scenes is not None and r.bg_swap > 0:
             own = torch.from_numpy(np.asarray(groups[idx], np.int64))
-            mask = foreground(x, scenes[own.to(device)], FG_THRESHOLD)
+            mask = foreground(x, scenes[own.to(device)], THRESHOLD)
             swap = lambda: swap_background(x, mask, scenes, own, r.bg_swap, gen)  # noqa: E731
         with autocast(device, r.amp):
             zs, scores = zip(*(model.swav_forward(v) for v in views(x, r, gen, swap)))
@@ -199,9 +199,6 @@ def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: in
             log.info("%s step %d/%d loss %.3f (%.2f s/step)", r.objective, step + 1, r.steps,
                      float(loss.detach()), (time.time() - t0) / (step + 1 - start_step))
     return r.steps
-
-
-FG_THRESHOLD = 0.1  # a pixel is foreground when it differs from its clip's scene by more than this
 
 
 def _loss(model: ImageEncoder, zs: list[Tensor], scores: list[Tensor], queue: Tensor, r: SwavRecipe,
@@ -230,7 +227,7 @@ def foreground_corpus(images: np.ndarray, groups: np.ndarray | None, r: SwavReci
                          "frame (a video_id column in the image corpus); set both to 0 for this corpus")
     scenes = clip_scenes(images, groups)
     if r.min_foreground > 0:
-        keep = foreground_share(images, groups, FG_THRESHOLD, scenes=scenes) >= r.min_foreground
+        keep = foreground_share(images, groups, THRESHOLD, scenes=scenes) >= r.min_foreground
         log.info("image encoder: %d of %d frames have a foreground of at least %.0f%%", keep.sum(), len(keep),
                  100 * r.min_foreground)
         if not keep.any():
