@@ -3,8 +3,9 @@ median of its frames, and a frame's foreground is where it differs from that sce
 
 Used to train the generator on frames that show something besides their clip's static scene
 (``generator.min_foreground``), and the image encoder on such frames with their background swapped for
-another clip's scene (``image_encoder.min_foreground``, ``image_encoder.bg_swap``). On footage from a moving camera the median scene is blurred and most of
-the frame counts as foreground, so the filter then keeps nearly everything.
+another clip's scene (``image_encoder.min_foreground``, ``image_encoder.bg_swap``). On footage from a moving
+camera the median scene is blurred and most of the frame counts as foreground, so the filter then keeps
+nearly everything.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torch import Tensor
 
 from pipeline.image_store import clip_runs
 
-THRESHOLD = 0.1  # a pixel is foreground where it differs from its clip's scene by more than this (in [0, 1])
+THRESHOLD = 0.1  # a pixel is foreground where it differs from its clip's scene by more than this
 
 
 def to_float(images: np.ndarray | Tensor) -> Tensor:
