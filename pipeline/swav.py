@@ -127,8 +127,8 @@ def views(x01: Tensor, r: SwavRecipe, gen: torch.Generator,
           source: Callable[[], Tensor] | None = None) -> list[Tensor]:
     """Multi-crop: 2 global crops (area ``r.crop_scale``, default 35-100%) and ``small_crops`` small ones
     (10-40%; none for ``nt_xent``), colour-jittered, channel-shuffled / greyed, normalised;
-    ``Tensor[B, 3, H, W]`` in [0, 1] -> list of ``Tensor[B, 3, s, s]``. ``source()``, when given, draws the image each view is cropped from
-    (a background-swapped copy of ``x01``)."""
+    ``Tensor[B, 3, H, W]`` in [0, 1] -> list of ``Tensor[B, 3, s, s]``. ``source()``, when given, draws
+    the image each view is cropped from (a background-swapped copy of ``x01``)."""
     src = source or (lambda: x01)
     small = r.small_crops if r.objective == "swav" else 0
     out = [random_resized_crop(src(), r.crop_size, r.crop_scale, gen) for _ in range(2)]

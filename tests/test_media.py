@@ -353,11 +353,15 @@ def test_odd_file_names(plain: Path, mdir: Path, backend: str, name: str) -> Non
 
 # ------------------------------------------------------------------------------------ timeouts, crashes
 
+LONG_S = 300
+
+
 @pytest.fixture(scope="session")
 def long_clip(mdir: Path) -> Path:
-    """30 s at 10 fps with a tone: long enough that decoding it takes well over a millisecond."""
-    return make(mdir / "long.mp4", frames=np.tile(grey_frames(20), (15, 1, 1, 1)), fps=10,
-                audio=[tone(BASE_HZ, 48000, 30)])
+    """300 s at 10 fps with a tone: decoding it takes far longer than the 1 ms timeout, so a result is not
+    already waiting when the parent, descheduled on a loaded machine, first polls for it (30 s raced)."""
+    return make(mdir / "long.mp4", frames=np.tile(grey_frames(20), (LONG_S // 2, 1, 1, 1)), fps=10,
+                audio=[tone(BASE_HZ, 48000, LONG_S)])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -365,7 +369,7 @@ def test_timeout_then_recovers(long_clip: Path, plain: Path, backend: str) -> No
     info = media.probe(long_clip)
     assert not isinstance(info, str)
     start = time.monotonic()
-    outs = [media.decode_frames(long_clip, grid(30.0), backend=backend, info=info, timeout_s=1e-3),
+    outs = [media.decode_frames(long_clip, grid(float(LONG_S)), backend=backend, info=info, timeout_s=1e-3),
             media.decode_audio(long_clip, backend=backend, info=info, timeout_s=1e-3)]
     assert all(assert_error(out).startswith("timeout") for out in outs), outs
     assert time.monotonic() - start < 5.0
