@@ -9,12 +9,16 @@ nearly everything.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline.image_store import clip_runs
+
+log = logging.getLogger(__name__)
 
 THRESHOLD = 0.1  # a pixel is foreground where it differs from its clip's scene by more than this
 
@@ -60,6 +64,18 @@ def foreground_share(images: np.ndarray, groups: np.ndarray, threshold: float = 
         out[s:s + len(x)] = foreground(x, scenes[own], threshold).mean(dim=(1, 2, 3)).numpy()
     return out
 
+
+
+def keep_foreground(images: np.ndarray, groups: np.ndarray, share: float, *, param: str,
+                    scenes: np.ndarray | None = None) -> np.ndarray:
+    """bool ``[N]``: the frames (uint8 ``[N, H, W, 3]``, clips ``groups`` in contiguous runs) whose foreground
+    covers at least ``share`` of the frame (:func:`foreground_share`); logs the count, and raises ValueError
+    naming the params key ``param`` when no frame qualifies."""
+    keep = foreground_share(images, groups, scenes=scenes) >= share
+    log.info("%s: %d of %d frames have a foreground of at least %.0f%%", param, keep.sum(), len(keep), 100 * share)
+    if not keep.any():
+        raise ValueError(f"no frame has a foreground of at least {share:g} of its area: lower {param}")
+    return keep
 
 def swap_background(x01: Tensor, mask: Tensor, scenes01: Tensor, own: Tensor, p: float,
                     gen: torch.Generator) -> Tensor:

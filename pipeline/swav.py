@@ -28,7 +28,7 @@ from torch import Tensor
 
 from models.image_encoder import ImageEncoder
 from pipeline.devices import autocast, to_device
-from pipeline.foreground import THRESHOLD, clip_scenes, foreground, foreground_share, swap_background, to_float
+from pipeline.foreground import THRESHOLD, clip_scenes, foreground, keep_foreground, swap_background, to_float
 from pipeline.image_store import clip_runs
 from pipeline.augment import colour_jitter, hue_shuffle, random_resized_crop
 from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -227,12 +227,8 @@ def foreground_corpus(images: np.ndarray, groups: np.ndarray | None, r: SwavReci
                          "frame (a video_id column in the image corpus); set both to 0 for this corpus")
     scenes = clip_scenes(images, groups)
     if r.min_foreground > 0:
-        keep = foreground_share(images, groups, THRESHOLD, scenes=scenes) >= r.min_foreground
-        log.info("image encoder: %d of %d frames have a foreground of at least %.0f%%", keep.sum(), len(keep),
-                 100 * r.min_foreground)
-        if not keep.any():
-            raise ValueError(f"no frame of the image corpus has a foreground of at least {r.min_foreground:g} "
-                             f"of its area: lower image_encoder.min_foreground")
+        keep = keep_foreground(images, groups, r.min_foreground, param="image_encoder.min_foreground",
+                               scenes=scenes)
         images, groups = np.ascontiguousarray(images[keep]), groups[keep]
     return images, groups, to_float(to_device(torch.from_numpy(scenes), device)) if r.bg_swap > 0 else None
 

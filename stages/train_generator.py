@@ -107,11 +107,7 @@ def _with_foreground(frames: np.ndarray, video_ids: list[str], share: float) -> 
     if groups is None:
         log.warning("generator.min_foreground: the corpus rows are not grouped by clip; using every frame")
         return frames
-    keep = foreground.foreground_share(frames, groups) >= share
-    log.info("generator corpus: %d of %d frames show a foreground of at least %.0f%%", keep.sum(), len(keep),
-             100 * share)
-    if not keep.any():
-        raise ValueError(f"no corpus frame has a foreground of at least {share:.0%}: lower generator.min_foreground")
+    keep = foreground.keep_foreground(frames, groups, share, param="generator.min_foreground")
     return np.ascontiguousarray(frames[keep])
 
 
