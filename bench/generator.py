@@ -1,5 +1,7 @@
 """Generator benchmark: sampling images/s at batch 1 and 8, and the cost of one IC-GAN training step against a
-plain DCGAN step of similar size (same resolution, batch, parameter count within a factor ~1.5).
+plain DCGAN step of similar size (same resolution, batch, parameter count within a factor ~1.5), both in
+float32 and, where the CPU has native bf16 (AMX / AVX512-BF16; what ``generator.amp`` then uses), under bf16
+autocast.
 
     python bench/generator.py [--params params.yaml] [--threads 1] [--paper]
 
@@ -8,6 +10,7 @@ plain DCGAN step of similar size (same resolution, batch, parameter count within
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -16,6 +19,7 @@ import torch.nn as nn
 from models.biggan import Generator, GeneratorConfig
 from models.gan_training import d_hinge_loss, g_hinge_loss
 from pipeline import icgan
+from pipeline.devices import cpu_bf16
 from pipeline.params import GeneratorParams, section
 from stages.train_generator import configs, recipe
 
@@ -52,14 +56,19 @@ def dcgan(res: int, ch: int, z_dim: int) -> tuple[nn.Module, nn.Module]:
     return nn.Sequential(*g), nn.Sequential(*d)
 
 
-def dcgan_step(G: nn.Module, D: nn.Module, opt_g, opt_d, real: torch.Tensor, z_dim: int) -> None:
+def dcgan_step(G: nn.Module, D: nn.Module, opt_g, opt_d, real: torch.Tensor, z_dim: int, bf16: bool) -> None:
+    """One hinge-loss D update and one G update; forward passes under CPU bf16 autocast when ``bf16``."""
     b = real.shape[0]
-    fake = G(torch.randn(b, z_dim, 1, 1))
-    loss_d = d_hinge_loss(D(real), D(fake.detach()))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        fake = G(torch.randn(b, z_dim, 1, 1))
+        scores = D(real).float(), D(fake.detach()).float()
+    loss_d = d_hinge_loss(*scores)
     opt_d.zero_grad()
     loss_d.backward()
     opt_d.step()
-    loss_g = g_hinge_loss(D(G(torch.randn(b, z_dim, 1, 1))))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        score = D(G(torch.randn(b, z_dim, 1, 1))).float()
+    loss_g = g_hinge_loss(score)
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()
@@ -67,6 +76,26 @@ def dcgan_step(G: nn.Module, D: nn.Module, opt_g, opt_d, real: torch.Tensor, z_d
 
 def n_params(*mods: nn.Module) -> int:
     return sum(p.numel() for m in mods for p in m.parameters())
+
+
+def step_rows(p: GeneratorParams, feat_dim: int, repeat: int, bf16: bool) -> list[tuple[str, str]]:
+    """Seconds per IC-GAN step and per DCGAN step of similar size, float32 or bf16 autocast, and their ratio."""
+    g_cfg, d_cfg = configs(p, feat_dim)
+    trainer = icgan.Trainer(g_cfg, d_cfg, dataclasses.replace(recipe(p), amp=bf16))
+    real = torch.randint(0, 255, (256, 3, p.resolution, p.resolution), dtype=torch.uint8)
+    feats = nn.functional.normalize(torch.randn(256, feat_dim), dim=1)
+    nbrs, gen = icgan.neighbourhoods(feats, p.k_neighbours), torch.Generator().manual_seed(0)
+    t_ic = timed(lambda: trainer.step(real, feats, nbrs, gen), repeat)
+    G, D = dcgan(p.resolution, p.g_ch * 2, p.dim_z)
+    opt_g, opt_d = (torch.optim.Adam(m.parameters(), 2e-4, betas=(0.0, 0.999)) for m in (G, D))
+    batch = icgan.to_unit(real[: p.batch])
+    t_dc = timed(lambda: dcgan_step(G, D, opt_g, opt_d, batch, p.dim_z, bf16), repeat)
+    kind = "bf16 autocast" if bf16 else "float32"
+    return [(f"IC-GAN step, {kind} ({n_params(trainer.G, trainer.D) / 1e6:.2f} M params, batch {p.batch}, "
+             f"{p.resolution} px, d_steps {p.d_steps}, augment '{p.augment}')", f"{t_ic:.3f} s"),
+            (f"DCGAN step, {kind} ({n_params(G, D) / 1e6:.2f} M params, batch {p.batch}, {p.resolution} px)",
+             f"{t_dc:.3f} s"),
+            (f"IC-GAN / DCGAN step cost, {kind}", f"{t_ic / t_dc:.1f}x")]
 
 
 def main() -> None:
@@ -79,26 +108,15 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     p = section(args.params, "generator", GeneratorParams)
-    g_cfg, d_cfg = configs(p, args.feat_dim)
-    trainer = icgan.Trainer(g_cfg, d_cfg, recipe(p))
-    rows = [("world G sampling, batch 1", f"{sampling(trainer.G, args.feat_dim, 1, args.repeat):.1f} images/s"),
-            ("world G sampling, batch 8", f"{sampling(trainer.G, args.feat_dim, 8, args.repeat):.1f} images/s")]
+    G = Generator(configs(p, args.feat_dim)[0])
+    rows = [("world G sampling, batch 1", f"{sampling(G, args.feat_dim, 1, args.repeat):.1f} images/s"),
+            ("world G sampling, batch 8", f"{sampling(G, args.feat_dim, 8, args.repeat):.1f} images/s")]
     if args.paper:
         big = Generator(GeneratorConfig(), skip_init=True)
         rows += [(f"published 128 px G sampling, batch {b}", f"{sampling(big, 2048, b, 2):.2f} images/s") for b in (1, 8)]
-    real = torch.randint(0, 255, (256, 3, p.resolution, p.resolution), dtype=torch.uint8)
-    feats = nn.functional.normalize(torch.randn(256, args.feat_dim), dim=1)
-    nbrs, gen = icgan.neighbourhoods(feats, p.k_neighbours), torch.Generator().manual_seed(0)
-    t_ic = timed(lambda: trainer.step(real, feats, nbrs, gen), args.repeat)
-    G, D = dcgan(p.resolution, p.g_ch * 2, p.dim_z)
-    opt_g, opt_d = (torch.optim.Adam(m.parameters(), 2e-4, betas=(0.0, 0.999)) for m in (G, D))
-    batch = icgan.to_unit(real[: p.batch])
-    t_dc = timed(lambda: dcgan_step(G, D, opt_g, opt_d, batch, p.dim_z), args.repeat)
-    rows += [(f"IC-GAN step ({n_params(trainer.G, trainer.D) / 1e6:.2f} M params, batch {p.batch}, "
-              f"{p.resolution} px, d_steps {p.d_steps}, augment '{p.augment}')", f"{t_ic:.3f} s"),
-             (f"DCGAN step ({n_params(G, D) / 1e6:.2f} M params, batch {p.batch}, {p.resolution} px)", f"{t_dc:.3f} s"),
-             ("IC-GAN / DCGAN step cost", f"{t_ic / t_dc:.1f}x")]
-    print(f"threads {args.threads}\n\n| measurement | value |\n|---|---|")
+    for bf16 in (False, True) if cpu_bf16() else (False,):
+        rows += step_rows(p, args.feat_dim, args.repeat, bf16)
+    print(f"threads {args.threads}, native CPU bf16: {cpu_bf16()}\n\n| measurement | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
 

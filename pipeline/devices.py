@@ -15,10 +15,22 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device, amp: bool) -> torch.autocast:
-    """bfloat16 autocast on CUDA when ``amp``; a disabled context elsewhere (CPU results stay exact)."""
-    on = amp and device.type == "cuda"
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): only then is CPU autocast faster."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def amp_on(device: torch.device, amp: bool, cpu: bool = False) -> bool:
+    """Whether :func:`autocast` will run bfloat16: ``amp`` on CUDA, and with ``cpu`` also on a CPU with
+    native bfloat16 (:func:`cpu_bf16`)."""
+    return amp and (device.type == "cuda" or (cpu and device.type == "cpu" and cpu_bf16()))
+
+
+def autocast(device: torch.device, amp: bool, cpu: bool = False) -> torch.autocast:
+    """bfloat16 autocast when :func:`amp_on`; a disabled context elsewhere (float32 results). Stages pass
+    ``cpu=True`` only where bf16 on CPU was measured to keep their quality (the IC-GAN step)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp_on(device, amp, cpu))
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -36,7 +36,7 @@ class GanRecipe:
     augment: str = "translation,color"
     ema_decay: float = 0.999
     ema_start: int = 100
-    amp: bool = False  # bf16 autocast of the G and D forward passes on CUDA (ignored on CPU)
+    amp: bool = False  # bf16 autocast of the G and D forward passes on CUDA and on CPUs with native bf16
 
 
 @torch.no_grad()
@@ -96,13 +96,14 @@ class Trainer:
 
     def step(self, real_u8: Tensor, feats: Tensor, nbrs: Tensor, gen: torch.Generator) -> dict[str, float]:
         """One IC-GAN update (``d_steps`` D updates, one G update, EMA); returns the losses. With
-        ``recipe.amp`` on CUDA the forward passes run under bf16 autocast (spectral-norm buffers and
-        optimiser state stay float32); the hinge losses are computed on float32 scores."""
+        ``recipe.amp`` on CUDA or on a CPU with native bf16 (AMX, AVX512-BF16) the forward passes run under
+        bf16 autocast (spectral-norm buffers and optimiser state stay float32); the hinge losses are
+        computed on float32 scores."""
         r, aug = self.recipe, self.recipe.augment
         self.G.train()
         for _ in range(r.d_steps):
             real, h = self._batch(real_u8, feats, nbrs, gen)
-            with autocast(self.device, r.amp):
+            with autocast(self.device, r.amp, cpu=True):
                 with torch.no_grad():
                     fake = self.G(self._z(gen), feature=h)
                 d_real = self.D(diff_augment(real, aug, gen), feature=h)
@@ -112,7 +113,7 @@ class Trainer:
             d_loss.backward()
             self.opt_d.step()
         _, h = self._batch(real_u8, feats, nbrs, gen)
-        with autocast(self.device, r.amp):
+        with autocast(self.device, r.amp, cpu=True):
             d_gen = self.D(diff_augment(self.G(self._z(gen), feature=h), aug, gen), feature=h)
         g_loss = g_hinge_loss(d_gen.float())
         self.opt_g.zero_grad(set_to_none=True)

@@ -245,7 +245,7 @@ class GeneratorParams:
     fid_every: int = 200  # FID of G_ema on the encoder's features every this many steps (0: only at the end)
     fid_images: int = 256  # train images (and as many generated) per FID
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
-    amp: bool = True  # bfloat16 autocast of the G and D forward passes on CUDA (ignored on CPU)
+    amp: bool = True  # bf16 autocast of the G and D forward passes on CUDA and on CPUs with native bf16
     threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
     seed: int = 0
 

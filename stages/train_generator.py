@@ -30,7 +30,7 @@ from models.biggan_io import load_generator
 from models.checkpoint import save_checkpoint
 from models.image_encoder import ImageEncoder, load_encoder
 from pipeline import foreground, icgan, metrics, swav
-from pipeline.devices import pick_device
+from pipeline.devices import amp_on, pick_device
 from pipeline.fid import EncoderFeatures, FidCurve, write_csv
 from pipeline.image_store import clip_groups, labels_of, read_images
 from pipeline.params import GeneratorParams
@@ -130,6 +130,8 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
     real, feats, nbrs = _corpus(encoder, size, images, p)
     g_cfg, d_cfg = configs(p, feats.shape[1])
     trainer = icgan.Trainer(g_cfg, d_cfg, recipe(p), device)
+    log.info("IC-GAN on %s with %d threads, bf16 autocast %s", device, torch.get_num_threads(),
+             "on" if amp_on(device, p.amp, cpu=True) else "off")
     check = ClassCheck(encoder, size, images, p.eval_frames, g_cfg.dim_z, p.seed)
     fid = FidCurve(check.features, read_images(images, "train")[0], p.resolution, p.fid_images, g_cfg.dim_z,
                    p.seed + 1)
@@ -176,7 +178,7 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
     return trainer.G_ema, {"trained": True, "steps": trainer.steps, "seconds": round(seconds, 1),
                            "s_per_step": round(seconds / max(1, trainer.steps), 3), "resumed_at": start,
                            "images_per_s": round(p.batch * len(steady) / sum(steady), 1) if steady else None,
-                           "device": device.type, "amp": p.amp and device.type == "cuda",
+                           "device": device.type, "amp": amp_on(device, p.amp, cpu=True),
                            "class_acc": curve[-1]["class_acc"], "real_frames_class_acc": check.real_acc,
                            "fid": fids[-1]["fid"], "fid_images": len(fid),
                            "eval_frames": len(check.labels), "curve": curve}

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from models.biggan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from models.biggan_io import load_generator
-from pipeline import icgan
+from pipeline import devices, icgan
 from pipeline.cli import app
 from pipeline.generate import InputError, generate, truncated_noise
 from pipeline.params import GeneratorParams, ImageEncoderParams
@@ -190,18 +190,30 @@ def test_stage_without_labelled_frames_trains_and_draws_a_grid(tmp_path: Path) -
     assert summary["class_acc"] is None and summary["steps"] == 3 and (root / "rep" / "samples.png").is_file()
 
 
-def test_amp_is_ignored_on_cpu(setup: Path) -> None:
-    """With ``amp`` on the CPU a trainer step is exactly the float32 one; the stage reports images/s."""
+@pytest.mark.parametrize("native", [False, True])
+def test_amp_on_cpu_is_bf16_only_where_the_cpu_computes_it(setup: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           native: bool) -> None:
+    """``amp`` on a CPU: bf16 autocast where the CPU has native bf16 (the step differs from float32, the
+    convolutions run in bf16), else exactly the float32 step. Both branches are forced through
+    ``devices.cpu_bf16`` (autocast itself runs on any CPU); the stage reports what it used."""
+    monkeypatch.setattr(devices, "cpu_bf16", lambda: native)
     g_cfg, d_cfg = train_generator.configs(GEN, 8)
     real = torch.randint(0, 255, (10, 3, 32, 32), dtype=torch.uint8)
     feats = torch.nn.functional.normalize(torch.randn(10, 8), dim=1)
-    nbrs, states = icgan.neighbourhoods(feats, 3), []
+    nbrs, states, dtypes = icgan.neighbourhoods(feats, 3), [], []
     for amp in (False, True):
         torch.manual_seed(0)
         trainer = icgan.Trainer(g_cfg, d_cfg, dataclasses.replace(train_generator.recipe(GEN), amp=amp))
-        trainer.step(real, feats, nbrs, torch.Generator().manual_seed(0))
+        conv = next(m for m in trainer.D.modules() if isinstance(m, torch.nn.Conv2d))
+        hook = conv.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+        losses = trainer.step(real, feats, nbrs, torch.Generator().manual_seed(0))
+        hook.remove()
+        assert np.isfinite(list(losses.values())).all()
         states.append(trainer.state())
-    assert all(torch.equal(states[0][n][k], states[1][n][k]) for n in ("G", "D", "model") for k in states[0][n])
+    same = all(torch.equal(states[0][n][k], states[1][n][k]) for n in ("G", "D", "model") for k in states[0][n])
+    assert same is not native
+    assert set(dtypes[:3]) == {torch.float32} and set(dtypes[3:]) == {torch.bfloat16 if native else torch.float32}
     p = dataclasses.replace(GEN, steps=2, device="cpu", amp=True)
-    summary = train_generator.run(p, encoder=setup / "enc.pt", images=setup, out=setup / "g3.pt", reports=setup / "r3")
-    assert summary["device"] == "cpu" and summary["amp"] is False and summary["images_per_s"] > 0
+    out = setup / f"g_amp{int(native)}.pt"
+    summary = train_generator.run(p, encoder=setup / "enc.pt", images=setup, out=out, reports=setup / "r3")
+    assert summary["device"] == "cpu" and summary["amp"] is native and summary["images_per_s"] > 0
