@@ -156,10 +156,11 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
         left = None if p.max_steps is None else p.max_steps - len(steps)
         if left is not None and left <= 0:
             break
-        torch.manual_seed(seed * 7919 + epoch)  # masks: the same draws after a resume
         train_s.epoch = epoch
+        batches = iter(train_l)  # first: making it draws from torch's RNG (worker seeds; persistent workers: once)
+        torch.manual_seed(seed * 7919 + epoch)  # masks: the same draws after a resume, with or without workers
         train_n, val_n = dict(rows=0, cached=0), dict(rows=0, cached=0)
-        res = align_train.train_epoch(step, counted(train_l, train_n),
+        res = align_train.train_epoch(step, counted(batches, train_n),
                                       shard_mode=p.split_by == "shard", max_steps=left)
         steps += res.losses
         if d.main:

@@ -1,6 +1,7 @@
 """train_audio_encoder on tiny real shards: outputs, resume, settings, bad pairs, DDP = one process."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import torch
 
 from models.audio_encoder import AudioEncoder
 from stages import train_audio_encoder as stage
-from align_setup import make_data, tiny_params
+from align_setup import TINY_SPEC, make_data, tiny_params
 
 # Largest allowed |loss(2 ranks) - loss(1 process)| per step. The sums run in another order, and Adam's
 # first steps are close to sign descent (update = lr * g / |g|), so a parameter whose gradient is at
@@ -50,11 +51,15 @@ def test_outputs_metrics_and_checkpoint(data: Path, tmp_path: Path) -> None:
     assert len(steps(tmp_path)) == summary["steps"] and np.isfinite(steps(tmp_path)).all()
 
 
-def test_resume_equals_an_uninterrupted_run(data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resume_equals_an_uninterrupted_run(data: Path, tmp_path: Path, workers: int) -> None:
+    """Also with SpecAugment masks and a worker: a DataLoader draws its workers' seed from torch's RNG when
+    its iterator is made (persistent workers: once per process), which must not move the masks' draws."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(data, straight, epochs=2)
-    train(data, resumed, epochs=1)
-    summary = train(data, resumed, epochs=2)  # same settings, more epochs: continues from last.pt
+    kw = dict(workers=workers, spectrogram=dataclasses.replace(TINY_SPEC, time_mask=4, freq_mask=3))
+    train(data, straight, epochs=2, **kw)
+    train(data, resumed, epochs=1, **kw)
+    summary = train(data, resumed, epochs=2, **kw)  # same settings, more epochs: continues from last.pt
     assert summary["epochs"] == 2
     np.testing.assert_allclose(steps(resumed), steps(straight), rtol=0, atol=1e-6)
     a = torch.load(straight / "last.pt", weights_only=True)["model"]
