@@ -1,0 +1,119 @@
+"""The volume control link by link (built-in world only): where does loudness stop reaching the drawn size?
+
+`volume_spearman` (stage `evaluate`) measures the whole chain: gain -> audio feature -> generator -> drawn
+size read by the evaluator. This script measures its links apart, on the pipeline's artifacts:
+
+1. audio: a ridge probe from the audio encoder's unit features (train and val pairs, gain 1) to the drawn size
+   of each pair's frame (events.parquet), scored on the test pairs; then the same probe read from the test
+   clips at every gain: mean probe size per gain and the per-clip Spearman of probe size against gain;
+2. generator: the evaluator's drawn-size head on G(image feature of each labelled test frame), Spearman
+   against the true size (mean over noise draws), beside the head on the real frames themselves.
+
+    python bench/volume_chain.py [--audio-encoder A] [--generator G] [--evaluator E] [--image-encoder I]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+
+from models.image_encoder import load_encoder
+from pipeline import generate, shard_io, swav
+from pipeline.evaluation import Judge, SoundToImage, frames_like
+from pipeline.image_store import read_images
+from size_probe import frame_sizes, probe
+
+GAINS = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def gain_response(pred: np.ndarray, gains: tuple[float, ...]) -> tuple[list[float], float]:
+    """(mean of each column, mean over rows of Spearman(row, gains)) for ``pred [clips, len(gains)]``;
+    rows without variation are left out of the mean."""
+    rhos = [spearmanr(row, gains)[0] for row in pred if np.ptp(row) > 0]
+    return [float(v) for v in pred.mean(0)], float(np.mean(rhos)) if rhos else float("nan")
+
+
+def split_audio(shards: Path, split: str) -> tuple[list[str], list[np.ndarray]]:
+    """Keys and 16 kHz waveforms of a split's readable pairs."""
+    keys, waves = [], []
+    for s in shard_io.read_samples(shard_io.shard_urls(shards, split), ("flac", "json")):
+        wave = shard_io.decode_audio_bytes(s["flac"]) if "flac" in s else "no flac"
+        if not isinstance(wave, str):
+            keys.append(s["__key__"])
+            waves.append(wave)
+    return keys, waves
+
+
+def audio_link(s2i: SoundToImage, shards: Path, pairs: pd.DataFrame, events: pd.DataFrame) -> dict:
+    """Link 1: the probe's test Spearman, its mean size per gain and its per-clip Spearman over gains."""
+    feats, sizes = {}, {}
+    for split in ("train", "val", "test"):
+        keys, waves = split_audio(shards, split)
+        sizes[split] = frame_sizes(pairs.loc[keys].reset_index(), events)
+        gains = GAINS if split == "test" else (1.0,)
+        feats[split] = {g: F.normalize(s2i.features(s2i.fit(waves, g)), dim=1).double().numpy() for g in gains}
+    x = np.concatenate([feats["train"][1.0], feats["val"][1.0], feats["test"][1.0]])
+    y = np.concatenate([sizes["train"], sizes["val"], sizes["test"]])
+    n_fit, ok = len(sizes["train"]) + len(sizes["val"]), ~np.isnan(y)
+    fit, score = (np.arange(len(y)) < n_fit) & ok, (np.arange(len(y)) >= n_fit) & ok
+    rho, r2 = probe(x, y, fit, score)
+    a = np.c_[x[fit], np.ones(fit.sum())]
+    w = np.linalg.solve(a.T @ a + 0.1 * np.eye(a.shape[1]), a.T @ y[fit])  # the probe's weights, as probe() fits
+    per_gain = np.stack([np.c_[feats["test"][g], np.ones(len(feats["test"][g]))] @ w for g in GAINS], 1)
+    means, per_clip = gain_response(per_gain, GAINS)
+    return {"probe_spearman": rho, "probe_r2": r2, "size_per_gain": means, "per_clip_spearman": per_clip}
+
+
+def generator_link(judge: Judge, s2i: SoundToImage, image_encoder: Path, images: Path, events: pd.DataFrame,
+                   noises: int = 4) -> dict:
+    """Link 2: Spearman of the drawn size of G(feature of a real test frame) and of the real frame itself
+    against the true size."""
+    frames, table = read_images(images, "eval")
+    table = table.to_pandas()
+    size = frame_sizes(table, events)
+    keep = ~np.isnan(size) & (table.split == "test").to_numpy()
+    frames, size = frames[keep], size[keep]
+    model, input_size = load_encoder(image_encoder)
+    feats = swav.embed(model, frames, size=input_size).float()
+    _, real = judge(frames_like(frames, s2i.G.cfg.resolution))
+    z = torch.from_numpy(np.random.default_rng(0).standard_normal((noises, s2i.G.dim_z)).astype(np.float32))
+    fake = generate.generate(s2i.G, feats.repeat_interleave(noises, 0).numpy(), z.repeat(len(feats), 1).numpy())
+    _, drawn = judge(fake)
+    drawn = drawn.view(len(feats), noises).numpy()
+    return {"frames": int(keep.sum()), "real_spearman": float(spearmanr(real.numpy(), size)[0]),
+            "generated_spearman": float(np.mean([spearmanr(drawn[:, k], size)[0] for k in range(noises)]))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--audio-encoder", type=Path, default=Path("artifacts/audio_encoder.pt"))
+    ap.add_argument("--generator", type=Path, default=Path("artifacts/generator.pt"))
+    ap.add_argument("--evaluator", type=Path, default=Path("artifacts/evaluator.pt"))
+    ap.add_argument("--image-encoder", type=Path, default=Path("artifacts/image_encoder.pt"))
+    ap.add_argument("--data", type=Path, default=Path("data"), help="holds shards/, images/, pairs.parquet, events.parquet")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    for path in (args.audio_encoder, args.generator, args.evaluator, args.image_encoder, args.data / "events.parquet"):
+        if not path.exists():
+            raise SystemExit(f"{path} does not exist: run `dvc repro` first")
+    events = pd.read_parquet(args.data / "events.parquet")
+    pairs = pd.read_parquet(args.data / "pairs.parquet").set_index("key")
+    s2i, judge = SoundToImage(args.audio_encoder, args.generator), Judge(args.evaluator)
+    a = audio_link(s2i, args.data / "shards", pairs, events)
+    g = generator_link(judge, s2i, args.image_encoder, args.data / "images", events)
+    print("| link | figure |\n|---|---|")
+    print(f"| audio feature -> size probe, test pairs (Spearman / R^2) | {a['probe_spearman']:.3f} / {a['probe_r2']:.3f} |")
+    print(f"| probe size (px) at gains {', '.join(map(str, GAINS))} | {' / '.join(f'{v:.1f}' for v in a['size_per_gain'])} |")
+    print(f"| per-clip Spearman of probe size against gain | {a['per_clip_spearman']:.3f} |")
+    print(f"| evaluator size head on the real test frames vs true size ({g['frames']} frames) | {g['real_spearman']:.3f} |")
+    print(f"| ... on G(their image features), mean over 4 noises | {g['generated_spearman']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
