@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -32,12 +33,17 @@ def frame_sizes(table: pd.DataFrame, events: pd.DataFrame) -> np.ndarray:
     return out
 
 
+def fit_probe(features: np.ndarray, size: np.ndarray, ridge: float = 0.1) -> Callable[[np.ndarray], np.ndarray]:
+    """A ridge regression (with intercept) of ``size [N]`` on ``features [N, D]``: features ``[M, D]`` -> ``[M]``."""
+    a = np.c_[features, np.ones(len(features))]
+    w = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ size)
+    return lambda x: np.c_[x, np.ones(len(x))] @ w
+
+
 def probe(features: np.ndarray, size: np.ndarray, fit: np.ndarray, score: np.ndarray,
           ridge: float = 0.1) -> tuple[float, float]:
     """(Spearman, R^2) on rows ``score`` of a ridge fit on rows ``fit``; features ``[N, D]``, size ``[N]``."""
-    a = np.c_[features, np.ones(len(features))]
-    w = np.linalg.solve(a[fit].T @ a[fit] + ridge * np.eye(a.shape[1]), a[fit].T @ size[fit])
-    pred, truth = a[score] @ w, size[score]
+    pred, truth = fit_probe(features[fit], size[fit], ridge)(features[score]), size[score]
     r2 = 1 - np.sum((pred - truth) ** 2) / np.sum((truth - truth.mean()) ** 2)
     return float(spearmanr(pred, truth)[0]), float(r2)
 

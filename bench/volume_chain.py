@@ -26,7 +26,7 @@ from models.image_encoder import load_encoder
 from pipeline import generate, shard_io, swav
 from pipeline.evaluation import Judge, SoundToImage, frames_like
 from pipeline.image_store import read_images
-from size_probe import frame_sizes, probe
+from size_probe import fit_probe, frame_sizes, probe
 
 GAINS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -62,9 +62,8 @@ def audio_link(s2i: SoundToImage, shards: Path, pairs: pd.DataFrame, events: pd.
     n_fit, ok = len(sizes["train"]) + len(sizes["val"]), ~np.isnan(y)
     fit, score = (np.arange(len(y)) < n_fit) & ok, (np.arange(len(y)) >= n_fit) & ok
     rho, r2 = probe(x, y, fit, score)
-    a = np.c_[x[fit], np.ones(fit.sum())]
-    w = np.linalg.solve(a.T @ a + 0.1 * np.eye(a.shape[1]), a.T @ y[fit])  # the probe's weights, as probe() fits
-    per_gain = np.stack([np.c_[feats["test"][g], np.ones(len(feats["test"][g]))] @ w for g in GAINS], 1)
+    read = fit_probe(x[fit], y[fit])  # the same fit as probe()'s
+    per_gain = np.stack([read(feats["test"][g]) for g in GAINS], 1)
     means, per_clip = gain_response(per_gain, GAINS)
     return {"probe_spearman": rho, "probe_r2": r2, "size_per_gain": means, "per_clip_spearman": per_clip}
 
