@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from models.biggan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from models.gan_training import d_hinge_loss, ema_update, g_hinge_loss
 from pipeline.augment import diff_augment
 from pipeline.devices import autocast, to_device
+from pipeline.swav import normalise
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class GanRecipe:
     ema_decay: float = 0.999
     ema_start: int = 100
     amp: bool = False  # bf16 autocast of the G and D forward passes on CUDA and on CPUs with native bf16
+    feature_weight: float = 0.0  # weight of 1 - cos(E(fake), h) in G's loss (needs ``encoder`` in Trainer)
 
 
 @torch.no_grad()
@@ -71,11 +73,18 @@ def to_unit(x: Tensor) -> Tensor:
 class Trainer:
     """G, D, EMA G and their optimisers on ``device``. ``step(real_u8, feats, nbrs, gen)`` does one IC-GAN
     update: the corpus and its features may stay on the CPU (each batch is moved), the random draws come
-    from the CPU generator ``gen`` (the same batches, noise and augmentations on any device)."""
+    from the CPU generator ``gen`` (the same batches, noise and augmentations on any device).
+
+    ``encoder`` (with ``recipe.feature_weight > 0``): a frozen, differentiable map from G's images
+    ``[B, 3, R, R]`` in [-1, 1] to features ``[B, D]`` (:class:`FeatureConsistency`); G is then also
+    pulled toward images whose feature points where its conditioning feature does."""
 
     def __init__(self, g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig, r: GanRecipe,
-                 device: torch.device = torch.device("cpu")) -> None:
+                 device: torch.device = torch.device("cpu"), encoder: nn.Module | None = None) -> None:
+        if r.feature_weight > 0 and encoder is None:
+            raise ValueError("feature_weight > 0 needs the image encoder")
         self.g_cfg, self.d_cfg, self.recipe, self.device = g_cfg, d_cfg, r, device
+        self.encoder = encoder if r.feature_weight > 0 else None
         self.G, self.D = Generator(g_cfg).to(device), Discriminator(d_cfg).to(device)
         self.G_ema = copy.deepcopy(self.G).eval()
         for p in self.G_ema.parameters():
@@ -114,14 +123,21 @@ class Trainer:
             self.opt_d.step()
         _, h = self._batch(real_u8, feats, nbrs, gen)
         with autocast(self.device, r.amp, cpu=True):
-            d_gen = self.D(diff_augment(self.G(self._z(gen), feature=h), aug, gen), feature=h)
+            seen = diff_augment(self.G(self._z(gen), feature=h), aug, gen)
+            d_gen = self.D(seen, feature=h)
+            own = self.encoder(seen) if self.encoder is not None else None
         g_loss = g_hinge_loss(d_gen.float())
+        out = {}
+        if own is not None:  # the augmented fake, as D sees it: no pixel pattern only the encoder reads
+            feat_loss = 1 - F.cosine_similarity(own.float(), h.float(), dim=1).mean()
+            g_loss = g_loss + r.feature_weight * feat_loss
+            out["feat_loss"] = float(feat_loss.detach())
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
         self.steps += 1
         ema_update(self.G_ema, self.G, r.ema_decay if self.steps > r.ema_start else 0.0)
-        return {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())}
+        return {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach()), **out}
 
     def state(self) -> dict:
         """Everything needed to resume, as tensors / plain containers (``torch.load(weights_only=True)``)."""
@@ -137,6 +153,23 @@ class Trainer:
         self.opt_g.load_state_dict(blob["opt_g"])
         self.opt_d.load_state_dict(blob["opt_d"])
         self.steps = int(blob["step"])
+
+
+class FeatureConsistency(nn.Module):
+    """The frozen image encoder as a differentiable loss input: images ``[B, 3, R, R]`` in [-1, 1] ->
+    features ``[B, D]`` (bilinear resize to ``size``, ImageNet mean/std, eval mode; the encoder's weights
+    get no gradient, the images do)."""
+
+    def __init__(self, encoder: nn.Module, size: int) -> None:
+        super().__init__()
+        self.encoder, self.size = encoder, size
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        self.encoder.eval()
+        x = F.interpolate((images + 1) / 2, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.encoder(normalise(x))
 
 
 @torch.no_grad()

@@ -48,7 +48,8 @@ def configs(p: GeneratorParams, feat_dim: int) -> tuple[GeneratorConfig, Discrim
 
 def recipe(p: GeneratorParams) -> icgan.GanRecipe:
     return icgan.GanRecipe(batch=p.batch, g_lr=p.g_lr, d_lr=p.d_lr, d_steps=p.d_steps, betas=p.betas,
-                           augment=p.augment, ema_decay=p.ema_decay, ema_start=p.ema_start, amp=p.amp)
+                           augment=p.augment, ema_decay=p.ema_decay, ema_start=p.ema_start, amp=p.amp,
+                           feature_weight=p.feature_weight)
 
 
 class ClassCheck:
@@ -129,7 +130,8 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
     device = next(encoder.parameters()).device
     real, feats, nbrs = _corpus(encoder, size, images, p)
     g_cfg, d_cfg = configs(p, feats.shape[1])
-    trainer = icgan.Trainer(g_cfg, d_cfg, recipe(p), device)
+    consistency = icgan.FeatureConsistency(encoder, size) if p.feature_weight > 0 else None
+    trainer = icgan.Trainer(g_cfg, d_cfg, recipe(p), device, encoder=consistency)
     log.info("IC-GAN on %s with %d threads, bf16 autocast %s", device, torch.get_num_threads(),
              "on" if amp_on(device, p.amp, cpu=True) else "off")
     check = ClassCheck(encoder, size, images, p.eval_frames, g_cfg.dim_z, p.seed)

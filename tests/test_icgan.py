@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 from image_corpus import write_corpus
 from typer.testing import CliRunner
 
@@ -63,6 +64,36 @@ def test_trainer_step_updates_and_round_trips() -> None:
     a = trainer.step(real, feats, nbrs, torch.Generator().manual_seed(5))
     b = other.step(real, feats, nbrs, torch.Generator().manual_seed(5))
     assert a == b and other.steps == 2
+
+
+def test_feature_consistency_pulls_g_toward_its_feature_and_leaves_the_encoder(setup: Path) -> None:
+    from models.image_encoder import load_encoder
+
+    enc, size = load_encoder(setup / "enc.pt")
+    frozen = {k: v.clone() for k, v in enc.state_dict().items()}
+    g_cfg, d_cfg = train_generator.configs(GEN, enc.out_dim)
+    with pytest.raises(ValueError, match="needs the image encoder"):
+        icgan.Trainer(g_cfg, d_cfg, dataclasses.replace(train_generator.recipe(GEN), feature_weight=1.0))
+    consistency = icgan.FeatureConsistency(enc, size)
+    real = torch.randint(0, 255, (10, 3, 32, 32), dtype=torch.uint8)
+    feats = consistency(icgan.to_unit(real)).detach()
+    feats = torch.nn.functional.normalize(feats, dim=1)
+    nbrs = icgan.neighbourhoods(feats, 3)
+
+    def first_steps(weight: float) -> tuple[dict, Tensor]:
+        torch.manual_seed(0)
+        r = dataclasses.replace(train_generator.recipe(GEN), feature_weight=weight, augment="")
+        trainer = icgan.Trainer(g_cfg, d_cfg, r, encoder=consistency)
+        losses = trainer.step(real, feats, nbrs, torch.Generator().manual_seed(0))
+        return losses, trainer.G.linear.weight.detach().clone()
+
+    plain, g_plain = first_steps(0.0)
+    pulled, g_pulled = first_steps(10.0)
+    assert "feat_loss" not in plain and 0.0 < pulled["feat_loss"] <= 2.0
+    assert plain["d_loss"] == pulled["d_loss"]  # the same draws; only G's loss gains the term
+    assert pulled["g_loss"] > plain["g_loss"] and not torch.equal(g_plain, g_pulled)
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in frozen.items())
+    assert all(p.grad is None for p in enc.parameters())
 
 
 def test_stage_trains_writes_checkpoint_grid_and_metrics(setup: Path) -> None:
