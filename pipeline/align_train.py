@@ -75,6 +75,7 @@ class Step:
     mask_fn: Callable[[Tensor], Tensor] | None
     d: Dist
     amp: bool
+    gain: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None  # pipeline.gain_augment.GainShift
 
     def autocast(self) -> Any:
         on = self.amp and self.d.device.type == "cuda"
@@ -91,13 +92,15 @@ class Step:
         (NaN when fewer than two pairs of the global batch are valid: the step is then a zero update)."""
         dev = self.d.device
         with torch.no_grad():
-            spec = self.spectrogram(batch)
+            spec, z_v = self.spectrogram(batch), batch["feature"].to(dev, non_blocking=True)
+            if self.gain is not None:
+                spec, z_v = self.gain(spec, z_v)
             if self.mask_fn is not None:
                 spec = self.mask_fn(spec)
         with self.autocast():
             z_a = self.model(spec)
         z_a = gather_rows(z_a.float(), self.d, grad=True)
-        z_v = gather_rows(batch["feature"].to(dev, non_blocking=True), self.d, grad=False)
+        z_v = gather_rows(z_v, self.d, grad=False)
         valid = gather_rows(batch["valid"].to(dev), self.d, grad=False)
         if int(valid.sum()) < 2:  # nothing to contrast: a zero step keeps every rank in the collectives
             loss = z_a.sum() * 0.0

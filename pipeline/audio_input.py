@@ -34,9 +34,9 @@ class Spectrogram:
         sp = self.sp
         if sp.kind == "paper":
             return paper_spectrogram(wave, compute_dtype=torch.float64 if sp.float64 else torch.float32,
-                                     norm=sp.norm)
+                                     norm=sp.norm, log_eps=sp.log_eps)
         return logmel_spectrogram(wave, n_mels=sp.n_mels, n_frames=sp.n_frames, n_fft=sp.n_fft,
-                                  hop_length=sp.hop_length, norm=sp.norm)
+                                  hop_length=sp.hop_length, norm=sp.norm, log_eps=sp.log_eps)
 
 
 def spectrogram_fn(sp: SpectrogramParams) -> SpecFn:

@@ -275,7 +275,12 @@ class SpectrogramParams:
     freq_mask: int = 0  # widest frequency mask in bins (0: none)
     float64: bool = False  # paper kind: compute in float64 (scipy-exact) instead of float32
     norm: Literal["clip", "none"] = "clip"  # clip: per-clip z-score (paper); none: log only (keeps loudness)
+    log_eps: float = 1e-7  # log(power + log_eps) (paper: 1e-7); smaller keeps quiet bins and gains off the floor
     on: Literal["auto", "device", "workers"] = "auto"  # auto: the GPU when training on one, else workers
+
+    def __post_init__(self) -> None:
+        if not self.log_eps > 0:
+            raise ParamsError(f"audio_encoder.spectrogram.log_eps: expected a positive number, got {self.log_eps}")
 
 
 @dataclass(frozen=True)
@@ -300,10 +305,23 @@ class AudioEncoderParams:
     sync_bn: bool = True  # BatchNorm statistics over the global batch under DDP
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch CPU threads per process (0: torch's default)
+    gain_p: float = 0.0  # share of training rows played at a random gain, their target moved (pipeline/gain_augment.py)
+    gain_range: tuple[float, float] = (0.25, 4.0)  # gains drawn log-uniformly from this range
+    gain_clusters: int = 16  # k-means clusters of image features within which the level direction is fit
 
     def __post_init__(self) -> None:
         if self.cache_mb < 0:
             raise ParamsError(f"audio_encoder.cache_mb: expected 0 (off) or a size in MiB, got {self.cache_mb}")
+        if not 0.0 <= self.gain_p <= 1.0:
+            raise ParamsError(f"audio_encoder.gain_p: expected a share in [0, 1], got {self.gain_p}")
+        low, high = self.gain_range
+        if not 0 < low <= high:
+            raise ParamsError(f"audio_encoder.gain_range: expected 0 < low <= high, got {list(self.gain_range)}")
+        if self.gain_clusters < 1:
+            raise ParamsError(f"audio_encoder.gain_clusters: expected at least 1, got {self.gain_clusters}")
+        if self.gain_p > 0 and self.spectrogram.norm != "none":
+            raise ParamsError("audio_encoder.gain_p needs spectrogram.norm: none (the per-clip z-score removes "
+                              "any gain)")
 
 
 @dataclass(frozen=True)

@@ -124,13 +124,13 @@ def psd_frames(x: Tensor, window: Tensor, hop: int, fs: float) -> Tensor:
     return power.transpose(-1, -2)
 
 
-def log_zscore(power: Tensor, *, silence_std: float = SILENCE_STD) -> Tensor:
-    """``log(power + 1e-7)`` then z-score over all but the batch dim (std + 1e-9); silent rows -> 0.
+def log_zscore(power: Tensor, *, silence_std: float = SILENCE_STD, eps: float = LOG_EPS) -> Tensor:
+    """``log(power + eps)`` (the paper: 1e-7) then z-score over all but the batch dim (std + 1e-9); silent rows -> 0.
 
     ``power: Tensor[B, ...]`` -> same shape and dtype (the statistics are taken in float64). A row
     whose log-spectrogram std is below ``silence_std`` is returned as zeros (see the module docstring).
     """
-    spec = torch.log(power.double() + LOG_EPS)  # float64: float32 sums of a constant drift ~6e-6
+    spec = torch.log(power.double() + eps)  # float64: float32 sums of a constant drift ~6e-6
     flat = spec.flatten(1)
     mean = flat.mean(dim=1)
     std = flat.std(dim=1, correction=0)
@@ -140,13 +140,15 @@ def log_zscore(power: Tensor, *, silence_std: float = SILENCE_STD) -> Tensor:
     return out.to(power.dtype).contiguous()  # [B, F, T] row-major: convolutions on it are faster
 
 
-def log_norm(power: Tensor, norm: str, *, silence_std: float = SILENCE_STD) -> Tensor:
-    """``norm="clip"``: :func:`log_zscore` (the paper); ``"none"``: ``log(power + 1e-7)`` only, so the level
-    of the sound stays in the input (a waveform gain g shifts every bin by about ``2 log g``)."""
+def log_norm(power: Tensor, norm: str, *, silence_std: float = SILENCE_STD, eps: float = LOG_EPS) -> Tensor:
+    """``norm="clip"``: :func:`log_zscore` (the paper); ``"none"``: ``log(power + eps)`` only, so the level
+    of the sound stays in the input: a waveform gain g shifts every bin well above ``eps`` by ``2 log g``.
+    With the PSD density's scale, the paper's eps of 1e-7 sits above the median mel bin of the world's clips
+    (1.4e-8), so there a gain mostly moves bins into or out of the floor; 1e-12 keeps the shift."""
     if norm == "clip":
-        return log_zscore(power, silence_std=silence_std)
+        return log_zscore(power, silence_std=silence_std, eps=eps)
     if norm == "none":
-        return torch.log(power + LOG_EPS).contiguous()
+        return torch.log(power + eps).contiguous()
     raise ValueError(f"unknown spectrogram norm {norm!r} (clip | none)")
 
 
@@ -160,7 +162,8 @@ def _prepare(wave: Tensor, sr: int, n_samples: int, lengths: Tensor | None,
 
 def paper_spectrogram(wave: Tensor, *, sr: int = PAPER_SR, lengths: Tensor | None = None,
                       silence_std: float = SILENCE_STD,
-                      compute_dtype: torch.dtype = torch.float64, norm: str = "clip") -> Tensor:
+                      compute_dtype: torch.dtype = torch.float64, norm: str = "clip",
+                      log_eps: float = LOG_EPS) -> Tensor:
     """The published 257 x 1004 log-PSD input of the audio encoder (``norm="none"``: not z-scored).
 
     Args:
@@ -176,19 +179,19 @@ def paper_spectrogram(wave: Tensor, *, sr: int = PAPER_SR, lengths: Tensor | Non
     x = _prepare(wave, sr, PAPER_SAMPLES, lengths, compute_dtype)
     window = tukey_window(PAPER_NPERSEG, TUKEY_ALPHA, dtype=compute_dtype, device=x.device)
     power = psd_frames(x, window, PAPER_NPERSEG - PAPER_NOVERLAP, PAPER_SR)
-    return log_norm(power, norm, silence_std=silence_std).unsqueeze(1).float()
+    return log_norm(power, norm, silence_std=silence_std, eps=log_eps).unsqueeze(1).float()
 
 
 def logmel_spectrogram(wave: Tensor, *, sr: int = PAPER_SR, n_mels: int = 64, n_frames: int = 128,
                        n_fft: int = 512, hop_length: int = 320, f_min: float = 0.0,
                        f_max: float | None = None, lengths: Tensor | None = None,
-                       silence_std: float = SILENCE_STD, norm: str = "clip") -> Tensor:
+                       silence_std: float = SILENCE_STD, norm: str = "clip", log_eps: float = LOG_EPS) -> Tensor:
     """A narrow log-mel input: ``Tensor[B, N] -> Tensor[B, 1, n_mels, n_frames]`` float32.
 
     Same recipe as :func:`paper_spectrogram` with a periodic Hann window of ``n_fft`` samples every
     ``hop_length`` samples and an HTK mel filterbank (``f_min``..``f_max``, default sr / 2) on the PSD
     density. The clip is repeated/cut to ``n_fft + hop_length * (n_frames - 1)`` samples at 16 kHz
-    (defaults: 64 x 128 from 2.57 s), clipped, then ``log(mel + 1e-7)`` and z-scored per clip
+    (defaults: 64 x 128 from 2.57 s), clipped, then ``log(mel + log_eps)`` and z-scored per clip
     (``norm="none"``: not z-scored, see :func:`log_norm`).
     """
     n_samples = n_fft + hop_length * (n_frames - 1)
@@ -198,4 +201,4 @@ def logmel_spectrogram(wave: Tensor, *, sr: int = PAPER_SR, n_mels: int = 64, n_
     fbank = torchaudio.functional.melscale_fbanks(
         n_fft // 2 + 1, f_min, f_max if f_max is not None else PAPER_SR / 2, n_mels, PAPER_SR)
     mel = torch.einsum("bft,fm->bmt", power, fbank.to(device=x.device, dtype=x.dtype))
-    return log_norm(mel, norm, silence_std=silence_std).unsqueeze(1)
+    return log_norm(mel, norm, silence_std=silence_std, eps=log_eps).unsqueeze(1)

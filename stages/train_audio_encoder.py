@@ -26,7 +26,7 @@ import torch
 from models.audio_encoder import AudioEncoder
 from models.checkpoint import read_checkpoint, save_checkpoint
 from models.losses import make_loss
-from pipeline import align_train, audio_input, distributed, features, shard_io
+from pipeline import align_train, audio_input, distributed, features, gain_augment, shard_io
 from pipeline.align_stream import AlignStream, loader
 from pipeline.manifests import tmp_name
 from pipeline.params import AudioEncoderParams, SpectrogramParams
@@ -133,6 +133,28 @@ def counted(batches: Iterable[dict[str, Any]], tally: dict[str, int]) -> Iterato
         yield b
 
 
+@torch.no_grad()
+def gain_shift(p: AudioEncoderParams, step: align_train.Step, batches: Iterable[dict[str, Any]],
+               d: distributed.Dist, seed: int) -> gain_augment.GainShift:
+    """One pass over the train batches (no update): each pair's level and image feature -> the level
+    direction of ``pipeline.gain_augment`` (under torchrun, rank 0's pairs decide; broadcast to all)."""
+    levels, feats = [], []
+    for batch in batches:
+        if batch["keys"]:
+            ok = batch["valid"]
+            levels.append(gain_augment.clip_level(step.spectrogram(batch), p.spectrogram.log_eps).cpu()[ok])
+            feats.append(batch["feature"][ok])
+    direction, share = gain_augment.level_direction(torch.cat(levels), torch.cat(feats), clusters=p.gain_clusters,
+                                                    seed=seed)
+    if d.world > 1:
+        direction = direction.to(d.device)
+        torch.distributed.broadcast(direction, src=0)
+    log.info("gain augmentation: %.0f%% of rows at gains %s; level direction from %d pairs (norm %.4f per unit of "
+             "log power; %.0f%% of the level variance lies within the %d feature clusters)", 100 * p.gain_p,
+             list(p.gain_range), sum(len(v) for v in levels), float(direction.norm()), 100 * share, p.gain_clusters)
+    return gain_augment.GainShift(direction.cpu(), p.gain_p, *p.gain_range, eps=p.spectrogram.log_eps)
+
+
 def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, shards: Path, embeddings: Path,
            out: Path, last: Path, reports: Path) -> dict[str, Any]:
     train_t, val_t = features.read(embeddings, "train"), features.read(embeddings, "val")
@@ -152,6 +174,9 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
     centroids, labels = class_centroids(train_t), dict(zip(val_t.keys, val_t.labels))
     pin = d.device.type == "cuda"
     train_l, val_l = loader(train_s, p.workers, pin), loader(val_s, p.workers, pin) if d.main else None
+    if p.gain_p > 0:  # the same pass after a resume: the same direction
+        train_s.epoch = 0
+        step.gain = gain_shift(p, step, train_l, d, seed)
     for epoch in range(state.get("epoch", -1) + 1, p.epochs):
         left = None if p.max_steps is None else p.max_steps - len(steps)
         if left is not None and left <= 0:

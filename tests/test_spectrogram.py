@@ -180,3 +180,22 @@ def test_norm_none_keeps_the_level_that_the_clip_zscore_removes() -> None:
     assert torch.isfinite(silent).all() and torch.allclose(silent, torch.full_like(silent, math.log(1e-7)))
     with pytest.raises(ValueError, match="unknown spectrogram norm"):
         logmel_spectrogram(wave, **kw, norm="global")
+
+
+def test_a_small_log_eps_keeps_a_quiet_clips_gain_as_a_shift() -> None:
+    """A clip as quiet as the world's (median mel bin 8e-9, the world's 1.4e-8): with the paper's eps a gain of 1/4
+    mostly lands on the floor; with log_eps 1e-12 every bin moves by 2 log g."""
+    from pipeline.spectrogram import logmel_spectrogram
+    t = torch.arange(16000) / 16000
+    noise = torch.rand(16000, generator=torch.Generator().manual_seed(1)) * 1e-2 - 5e-3
+    wave = (0.05 * torch.sin(2 * torch.pi * 440 * t) + noise)[None]
+    kw = dict(n_mels=32, n_frames=20, n_fft=512, hop_length=320, norm="none")
+    paper, fine = logmel_spectrogram(wave, **kw), logmel_spectrogram(wave, **kw, log_eps=1e-12)
+    assert (paper < math.log(1e-7) + 0.1).float().mean() > 0.5  # floored
+    shift = logmel_spectrogram(wave / 4, **kw, log_eps=1e-12) - fine
+    heard = fine > math.log(1e-12) + 5  # all but the narrowest low mel bands, which hold almost nothing
+    assert heard.float().mean() > 0.9
+    error = (shift[heard] + 2 * math.log(4)).abs()
+    assert float(error.max()) < 0.1 and float(error.mean()) < 0.01
+    paper_shift = logmel_spectrogram(wave / 4, **kw) - paper
+    assert float(paper_shift.abs().mean()) < 0.5 * 2 * math.log(4)  # squashed by the floor

@@ -67,6 +67,21 @@ def test_resume_equals_an_uninterrupted_run(data: Path, tmp_path: Path, workers:
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
 
 
+def test_gain_augmentation_trains_and_resumes_identically(data: Path, tmp_path: Path, caplog) -> None:
+    """The level direction is fit in a pass before the first epoch; a resumed run makes the same pass, so it
+    continues on the same draws and targets."""
+    kw = dict(workers=1, spectrogram=dataclasses.replace(TINY_SPEC, norm="none", log_eps=1e-12), gain_p=0.5)
+    straight, resumed, plain = tmp_path / "straight", tmp_path / "resumed", tmp_path / "plain"
+    with caplog.at_level("INFO", logger="stages.train_audio_encoder"):
+        train(data, straight, epochs=2, **kw)
+    assert "level direction from 16 pairs" in caplog.text  # 23 readable train pairs, full batches of 8
+    train(data, resumed, epochs=1, **kw)
+    train(data, resumed, epochs=2, **kw)
+    np.testing.assert_allclose(steps(resumed), steps(straight), rtol=0, atol=1e-6)
+    train(data, plain, epochs=2, **{**kw, "gain_p": 0.0})
+    assert not np.allclose(steps(plain), steps(straight), rtol=0, atol=1e-4)  # the augmentation acts
+
+
 def test_other_settings_start_over(data: Path, tmp_path: Path) -> None:
     train(data, tmp_path, epochs=1)
     summary = train(data, tmp_path, loss="l2", epochs=1)  # loss changed: last.pt is not resumed

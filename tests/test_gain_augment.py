@@ -1,0 +1,91 @@
+"""Gain augmentation (pipeline/gain_augment.py): the spectrogram of a scaled waveform, the level direction."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline import gain_augment as ga
+from pipeline.params import AudioEncoderParams, ParamsError, SpectrogramParams
+from pipeline.spectrogram import logmel_spectrogram
+
+KW = dict(n_mels=32, n_frames=20, n_fft=512, hop_length=320, norm="none")
+
+
+def quiet_waves() -> torch.Tensor:
+    """Four clips at the world's loudness (peaks 0.02-0.3, nothing clipped at x4)."""
+    t = torch.arange(16000) / 16000
+    gen = torch.Generator().manual_seed(0)
+    rows = [a * torch.sin(2 * torch.pi * f * t) + 0.005 * (torch.rand(16000, generator=gen) - 0.5)
+            for a, f in ((0.02, 300), (0.05, 800), (0.1, 1500), (0.2, 3000))]
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("eps", [1e-7, 1e-12])
+def test_scaling_the_power_is_the_spectrogram_of_the_scaled_wave(eps: float) -> None:
+    x = quiet_waves()
+    g = torch.tensor([0.25, 0.5, 2.0, 4.0])
+    spec = logmel_spectrogram(x, **KW, log_eps=eps)
+    want = logmel_spectrogram(x * g[:, None], **KW, log_eps=eps)
+    got = ga.scale_power(spec, 2 * g.log(), eps)
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=0)
+    level = ga.clip_level(spec, eps)
+    torch.testing.assert_close(ga.clip_level(want, eps) - level, 2 * g.log(), atol=1e-3, rtol=0)
+
+
+def test_level_direction_is_fit_within_clusters_not_between_them() -> None:
+    """Two far-apart groups (sound types), the louder group elsewhere in feature space: the within-cluster
+    slope finds the planted size direction; a plain regression over all pairs would mostly find the groups."""
+    gen = torch.Generator().manual_seed(0)
+    d = 16
+    centres = F.normalize(torch.randn(2, d, generator=gen), dim=1) * 3
+    size_dir = F.normalize(torch.randn(d, generator=gen), dim=0)
+    group = torch.arange(200) % 2
+    level = torch.randn(200, generator=gen) + 4.0 * group  # group 1 is far louder
+    feats = centres[group] + 0.05 * level[:, None] * size_dir + 0.01 * torch.randn(200, d, generator=gen)
+    direction, share = ga.level_direction(level, feats, clusters=2)
+    assert F.cosine_similarity(direction, _tangent(feats, size_dir), dim=0) > 0.9
+    naive = ((feats - feats.mean(0)) * (level - level.mean())[:, None]).sum(0)
+    assert F.cosine_similarity(naive, centres[1] - centres[0], dim=0) > 0.9  # what clusters keep out
+    assert 0.0 < share < 0.3  # most of the level variance lies between the groups
+    with pytest.raises(ValueError, match="do not vary"):
+        ga.level_direction(torch.ones(200), feats, clusters=2)
+
+
+def _tangent(feats: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """``direction`` as seen on the unit sphere near ``feats`` (the fit works on unit features)."""
+    f = F.normalize(feats, dim=1)
+    return (direction[None] / feats.norm(dim=1, keepdim=True) - f * (f @ direction)[:, None]
+            / feats.norm(dim=1, keepdim=True)).mean(0)
+
+
+def test_gain_shift_moves_louder_rows_along_the_direction() -> None:
+    x = quiet_waves()
+    spec = logmel_spectrogram(x, **KW, log_eps=1e-12)
+    feats = F.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(1)), dim=1)
+    direction = F.normalize(torch.ones(8), dim=0) * 0.05
+    off = ga.GainShift(direction, p=0.0, low=0.25, high=4.0, eps=1e-12)
+    s0, f0 = off(spec, feats)
+    assert torch.equal(s0, spec) and torch.equal(f0, feats)
+    torch.manual_seed(0)
+    s1, f1 = ga.GainShift(direction, p=1.0, low=0.25, high=4.0, eps=1e-12)(spec, feats)
+    moved = ga.clip_level(s1, 1e-12) - ga.clip_level(spec, 1e-12)  # 2 log g per row
+    assert bool((moved.abs() > 1e-3).all()) and bool((moved.abs() <= 2 * math.log(4) + 1e-3).all())
+    torch.testing.assert_close(f1.norm(dim=1), torch.ones(4))
+    along = (f1 - feats) @ direction  # louder rows move along the direction, quieter against it
+    assert bool((torch.sign(along) == torch.sign(moved)).all())
+
+
+def test_gain_params_are_checked() -> None:
+    none = SpectrogramParams(norm="none")
+    assert AudioEncoderParams(gain_p=0.5, spectrogram=none).gain_range == (0.25, 4.0)
+    with pytest.raises(ParamsError, match="needs spectrogram.norm: none"):
+        AudioEncoderParams(gain_p=0.5)
+    with pytest.raises(ParamsError, match="gain_p"):
+        AudioEncoderParams(gain_p=1.5, spectrogram=none)
+    with pytest.raises(ParamsError, match="gain_range"):
+        AudioEncoderParams(gain_p=0.5, gain_range=(4.0, 0.25), spectrogram=none)
+    with pytest.raises(ParamsError, match="log_eps"):
+        SpectrogramParams(log_eps=0.0)
