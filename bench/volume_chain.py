@@ -13,7 +13,6 @@ size read by the evaluator. This script measures its links apart, on the pipelin
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from models.image_encoder import load_encoder
 from pipeline import generate, shard_io, swav
 from pipeline.evaluation import Judge, SoundToImage, frames_like
 from pipeline.image_store import read_images
+import chain_args
 from size_probe import fit_probe, frame_sizes, probe
 
 GAINS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -89,18 +89,7 @@ def generator_link(judge: Judge, s2i: SoundToImage, image_encoder: Path, images:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--audio-encoder", type=Path, default=Path("artifacts/audio_encoder.pt"))
-    ap.add_argument("--generator", type=Path, default=Path("artifacts/generator.pt"))
-    ap.add_argument("--evaluator", type=Path, default=Path("artifacts/evaluator.pt"))
-    ap.add_argument("--image-encoder", type=Path, default=Path("artifacts/image_encoder.pt"))
-    ap.add_argument("--data", type=Path, default=Path("data"), help="holds shards/, images/, pairs.parquet, events.parquet")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    for path in (args.audio_encoder, args.generator, args.evaluator, args.image_encoder, args.data / "events.parquet"):
-        if not path.exists():
-            raise SystemExit(f"{path} does not exist: run `dvc repro` first")
+    args = chain_args.parse(__doc__)
     events = pd.read_parquet(args.data / "events.parquet")
     pairs = pd.read_parquet(args.data / "pairs.parquet").set_index("key")
     s2i, judge = SoundToImage(args.audio_encoder, args.generator), Judge(args.evaluator)

@@ -1,16 +1,13 @@
 """bench/size_probe.py: the ridge probe finds a size that the features carry, and not one they do not."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("size_probe", REPO / "bench" / "size_probe.py")
-size_probe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(size_probe)
+import bench_module
+
+size_probe = bench_module.load("size_probe")
 
 
 def test_probe_scores_carried_and_missing_size() -> None:

@@ -1,7 +1,6 @@
 """bench/volume_chain.py: the per-gain response statistic, and a clear stop without the pipeline's artifacts."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -9,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import bench_module
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))  # volume_chain imports its sibling size_probe
-_spec = importlib.util.spec_from_file_location("volume_chain", REPO / "bench" / "volume_chain.py")
-volume_chain = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(volume_chain)
+volume_chain = bench_module.load("volume_chain")
 
 
 def test_gain_response_means_and_per_clip_spearman() -> None:
