@@ -308,6 +308,7 @@ class AudioEncoderParams:
     gain_p: float = 0.0  # share of training rows played at a random gain, their target moved (pipeline/gain_augment.py)
     gain_range: tuple[float, float] = (0.25, 4.0)  # gains drawn log-uniformly from this range
     gain_clusters: int = 16  # k-means clusters of image features within which the level direction is fit
+    gain_scale: float = 1.0  # the target's move per unit of level, as a multiple of the fitted slope
 
     def __post_init__(self) -> None:
         if self.cache_mb < 0:
@@ -317,6 +318,8 @@ class AudioEncoderParams:
         low, high = self.gain_range
         if not 0 < low <= high:
             raise ParamsError(f"audio_encoder.gain_range: expected 0 < low <= high, got {list(self.gain_range)}")
+        if not self.gain_scale > 0:
+            raise ParamsError(f"audio_encoder.gain_scale: expected a positive multiple, got {self.gain_scale}")
         if self.gain_clusters < 1:
             raise ParamsError(f"audio_encoder.gain_clusters: expected at least 1, got {self.gain_clusters}")
         if self.gain_p > 0 and self.spectrogram.norm != "none":

@@ -152,7 +152,7 @@ def gain_shift(p: AudioEncoderParams, step: align_train.Step, batches: Iterable[
     log.info("gain augmentation: %.0f%% of rows at gains %s; level direction from %d pairs (norm %.4f per unit of "
              "log power; %.0f%% of the level variance lies within the %d feature clusters)", 100 * p.gain_p,
              list(p.gain_range), sum(len(v) for v in levels), float(direction.norm()), 100 * share, p.gain_clusters)
-    return gain_augment.GainShift(direction.cpu(), p.gain_p, *p.gain_range, eps=p.spectrogram.log_eps)
+    return gain_augment.GainShift(direction.cpu() * p.gain_scale, p.gain_p, *p.gain_range, eps=p.spectrogram.log_eps)
 
 
 def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, shards: Path, embeddings: Path,

@@ -87,5 +87,7 @@ def test_gain_params_are_checked() -> None:
         AudioEncoderParams(gain_p=1.5, spectrogram=none)
     with pytest.raises(ParamsError, match="gain_range"):
         AudioEncoderParams(gain_p=0.5, gain_range=(4.0, 0.25), spectrogram=none)
+    with pytest.raises(ParamsError, match="gain_scale"):
+        AudioEncoderParams(gain_p=0.5, gain_scale=0.0, spectrogram=none)
     with pytest.raises(ParamsError, match="log_eps"):
         SpectrogramParams(log_eps=0.0)
