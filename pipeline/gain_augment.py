@@ -9,14 +9,15 @@ better (probe Spearman 0.24 -> 0.42) but answer a gain less (per-clip 0.67 -> 0.
 each with its own target, teaches the level itself.
 
 The target's move comes from the pairs, without labels: ``direction`` is the slope of the unit image
-feature on the clip's level (log power of its loudest spectrogram frame) within clusters of similar image features
-(k-means), so that what tells sound types apart (one type louder than another) does not enter it. A gain
+feature on the clip's level (log power of its loudest spectrogram frame) within clusters of similar image
+features (k-means), so that what tells sound types apart (one type louder than another) does not enter it. A gain
 ``g`` then shifts a pair's level by ``2 log g`` and its target by ``2 log g x scale x direction``
-(re-normalised). The fitted slope is attenuated: the level is a noisy reading of the source's loudness
-(background, other sounds) and the feature a noisy reading of its size, so on the world the slope moves
-a size probe on the image features by 0.4 px per unit of level where the world's own pairs show 4.3 px
-(regression of size on level within a class; 9.1 the other way round): ``gain_scale`` (params) makes up
-for it.
+(re-normalised, then scaled back to the target's own norm, which the regression losses see).
+
+The fitted slope is attenuated: the level is a noisy reading of the source's loudness (background, other
+sounds) and the feature a noisy reading of its size, so on the world the slope moves a size probe on the
+image features by 0.4 px per unit of level where the world's own pairs show 4.3 px (regression of size on
+level within a class; 9.1 the other way round): ``gain_scale`` (params) makes up for it.
 
 The spectrogram is scaled as the waveform would be (``power * g^2``, then the log with the same ``eps``),
 exactly but for clipping at full scale; it needs the un-normalised front end (``spectrogram.norm: none``),
@@ -95,13 +96,14 @@ class GainShift:
     eps: float  # the spectrogram's log_eps
 
     def __call__(self, spec: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
-        """``spec [B, 1, F, T]``, image features ``[B, D]`` -> both, shifted rows changed."""
+        """``spec [B, 1, F, T]``, image features ``[B, D]`` -> both, shifted rows changed (targets keep their norm)."""
         b = len(spec)
         on = torch.rand(b) < self.p
         log_g = math.log(self.low) + torch.rand(b) * (math.log(self.high) - math.log(self.low))
         s = (2 * log_g * on).to(spec.device)
         if not bool(on.any()):
             return spec, features
+        norm = features.norm(dim=1, keepdim=True)  # kept: l2 / l1 regress the raw features (world: norm ~19)
         moved = F.normalize(features, dim=1) + s[:, None].to(features.dtype) * self.direction.to(features)
-        return scale_power(spec, s, self.eps), torch.where(on.to(spec.device)[:, None], F.normalize(moved, dim=1),
-                                                           features)
+        return scale_power(spec, s, self.eps), torch.where(on.to(spec.device)[:, None],
+                                                           F.normalize(moved, dim=1) * norm, features)

@@ -64,7 +64,7 @@ def _tangent(feats: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
 def test_gain_shift_moves_louder_rows_along_the_direction() -> None:
     x = quiet_waves()
     spec = logmel_spectrogram(x, **KW, log_eps=1e-12)
-    feats = F.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(1)), dim=1)
+    feats = 19 * F.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(1)), dim=1)  # raw norms
     direction = F.normalize(torch.ones(8), dim=0) * 0.05
     off = ga.GainShift(direction, p=0.0, low=0.25, high=4.0, eps=1e-12)
     s0, f0 = off(spec, feats)
@@ -73,8 +73,8 @@ def test_gain_shift_moves_louder_rows_along_the_direction() -> None:
     s1, f1 = ga.GainShift(direction, p=1.0, low=0.25, high=4.0, eps=1e-12)(spec, feats)
     moved = ga.clip_level(s1, 1e-12) - ga.clip_level(spec, 1e-12)  # 2 log g per row
     assert bool((moved.abs() > 1e-3).all()) and bool((moved.abs() <= 2 * math.log(4) + 1e-3).all())
-    torch.testing.assert_close(f1.norm(dim=1), torch.ones(4))
-    along = (f1 - feats) @ direction  # louder rows move along the direction, quieter against it
+    torch.testing.assert_close(f1.norm(dim=1), feats.norm(dim=1))  # l2 / l1 targets keep their scale
+    along = (F.normalize(f1, dim=1) - F.normalize(feats, dim=1)) @ direction  # louder: along it, quieter: against
     assert bool((torch.sign(along) == torch.sign(moved)).all())
 
 
