@@ -33,10 +33,15 @@ def frame_sizes(table: pd.DataFrame, events: pd.DataFrame) -> np.ndarray:
     return out
 
 
+def ridge_weights(features: np.ndarray, size: np.ndarray, ridge: float = 0.1) -> np.ndarray:
+    """``[D + 1]``: a ridge regression of ``size [N]`` on ``features [N, D]``, the intercept last."""
+    a = np.c_[features, np.ones(len(features))]
+    return np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ size)
+
+
 def fit_probe(features: np.ndarray, size: np.ndarray, ridge: float = 0.1) -> Callable[[np.ndarray], np.ndarray]:
     """A ridge regression (with intercept) of ``size [N]`` on ``features [N, D]``: features ``[M, D]`` -> ``[M]``."""
-    a = np.c_[features, np.ones(len(features))]
-    w = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ size)
+    w = ridge_weights(features, size, ridge)
     return lambda x: np.c_[x, np.ones(len(x))] @ w
 
 

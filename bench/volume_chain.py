@@ -7,7 +7,9 @@ size read by the evaluator. This script measures its links apart, on the pipelin
    of each pair's frame (events.parquet), scored on the test pairs; then the same probe read from the test
    clips at every gain: mean probe size per gain and the per-clip Spearman of probe size against gain;
 2. generator: the evaluator's drawn-size head on G(image feature of each labelled test frame), Spearman
-   against the true size (mean over noise draws), beside the head on the real frames themselves.
+   against the true size (mean over noise draws), beside the head on the real frames themselves;
+3. steering: those test frames' features moved along the size probe of the image features (fit on the val
+   frames) by -12 .. +12 px of probe size: does G's drawn size follow its feature (per frame and noise)?
 
     python bench/volume_chain.py [--audio-encoder A] [--generator G] [--evaluator E] [--image-encoder I]
 """
@@ -26,9 +28,10 @@ from pipeline import generate, shard_io, swav
 from pipeline.evaluation import Judge, SoundToImage, frames_like
 from pipeline.image_store import read_images
 import chain_args
-from size_probe import fit_probe, frame_sizes, probe
+from size_probe import fit_probe, frame_sizes, probe, ridge_weights
 
 GAINS = (0.25, 0.5, 1.0, 2.0, 4.0)
+SHIFTS = (-12.0, -6.0, 0.0, 6.0, 12.0)  # px of the image-feature size probe (the world's sizes: 14-40 px)
 
 
 def gain_response(pred: np.ndarray, gains: tuple[float, ...]) -> tuple[list[float], float]:
@@ -71,21 +74,37 @@ def audio_link(s2i: SoundToImage, shards: Path, pairs: pd.DataFrame, events: pd.
 def generator_link(judge: Judge, s2i: SoundToImage, image_encoder: Path, images: Path, events: pd.DataFrame,
                    noises: int = 4) -> dict:
     """Link 2: Spearman of the drawn size of G(feature of a real test frame) and of the real frame itself
-    against the true size."""
+    against the true size; link 3 (:func:`steer`) on the same frames."""
     frames, table = read_images(images, "eval")
     table = table.to_pandas()
     size = frame_sizes(table, events)
-    keep = ~np.isnan(size) & (table.split == "test").to_numpy()
+    keep = ~np.isnan(size)
+    test = (table.split == "test").to_numpy()[keep]
     frames, size = frames[keep], size[keep]
     model, input_size = load_encoder(image_encoder)
-    feats = swav.embed(model, frames, size=input_size).float()
-    _, real = judge(frames_like(frames, s2i.G.cfg.resolution))
+    feats = F.normalize(swav.embed(model, frames, size=input_size).float(), dim=1)
+    _, real = judge(frames_like(frames[test], s2i.G.cfg.resolution))
     z = torch.from_numpy(np.random.default_rng(0).standard_normal((noises, s2i.G.dim_z)).astype(np.float32))
-    fake = generate.generate(s2i.G, feats.repeat_interleave(noises, 0).numpy(), z.repeat(len(feats), 1).numpy())
-    _, drawn = judge(fake)
-    drawn = drawn.view(len(feats), noises).numpy()
-    return {"frames": int(keep.sum()), "real_spearman": float(spearmanr(real.numpy(), size)[0]),
-            "generated_spearman": float(np.mean([spearmanr(drawn[:, k], size)[0] for k in range(noises)]))}
+    drawn = drawn_size(judge, s2i, feats[test], z)
+    w = ridge_weights(feats[~test].double().numpy(), size[~test])[:-1]  # the val frames' size probe
+    return {"frames": int(test.sum()), "real_spearman": float(spearmanr(real.numpy(), size[test])[0]),
+            "generated_spearman": float(np.mean([spearmanr(drawn[:, k], size[test])[0] for k in range(noises)])),
+            **steer(judge, s2i, feats[test], z[:2], torch.from_numpy(w / (w @ w)).float())}
+
+
+def drawn_size(judge: Judge, s2i: SoundToImage, feats: torch.Tensor, z: torch.Tensor) -> np.ndarray:
+    """The evaluator's drawn size of G(every feature x every noise): ``[N, K]``."""
+    fake = generate.generate(s2i.G, feats.repeat_interleave(len(z), 0).numpy(), z.repeat(len(feats), 1).numpy())
+    return judge(fake)[1].view(len(feats), len(z)).numpy()
+
+
+def steer(judge: Judge, s2i: SoundToImage, feats: torch.Tensor, z: torch.Tensor, per_px: torch.Tensor) -> dict:
+    """Link 3: each unit feature moved by ``SHIFTS`` px of the size probe (``per_px [D]``: the move that
+    raises the probe by 1 px), re-normalised: the mean drawn size per shift and the per-frame-and-noise
+    Spearman of drawn size against the shift (how closely G follows its feature's size)."""
+    sizes = np.stack([drawn_size(judge, s2i, F.normalize(feats + s * per_px, dim=1), z) for s in SHIFTS], -1)
+    means, rho = gain_response(sizes.reshape(-1, len(SHIFTS)), SHIFTS)
+    return {"steer_size": means, "steer_spearman": rho}
 
 
 def main() -> None:
@@ -101,6 +120,9 @@ def main() -> None:
     print(f"| per-clip Spearman of probe size against gain | {a['per_clip_spearman']:.3f} |")
     print(f"| evaluator size head on the real test frames vs true size ({g['frames']} frames) | {g['real_spearman']:.3f} |")
     print(f"| ... on G(their image features), mean over 4 noises | {g['generated_spearman']:.3f} |")
+    print(f"| G's drawn size (fraction of the frame) with the feature moved {', '.join(f'{v:+g}' for v in SHIFTS)} px "
+          f"along the image-feature size probe | {' / '.join(f'{v:.3f}' for v in g['steer_size'])} |")
+    print(f"| per frame and noise, Spearman of that drawn size against the move | {g['steer_spearman']:.3f} |")
 
 
 if __name__ == "__main__":
