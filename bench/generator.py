@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from models.biggan import Generator, GeneratorConfig
 from models.gan_training import d_hinge_loss, g_hinge_loss
+from models.image_encoder import ImageEncoder, ImageEncoderConfig
 from pipeline import icgan
 from pipeline.devices import cpu_bf16
 from pipeline.params import GeneratorParams, section
@@ -78,10 +79,23 @@ def n_params(*mods: nn.Module) -> int:
     return sum(p.numel() for m in mods for p in m.parameters())
 
 
-def step_rows(p: GeneratorParams, feat_dim: int, repeat: int, bf16: bool) -> list[tuple[str, str]]:
-    """Seconds per IC-GAN step and per DCGAN step of similar size, float32 or bf16 autocast, and their ratio."""
+def consistency(p: GeneratorParams, feat_dim: int, size: int) -> icgan.FeatureConsistency | None:
+    """With ``feature_weight``: a random-weight image encoder of the world's shape (``feat_dim = 32 x width``)
+    at input ``size``, as the stage's feature-consistency term runs it (its cost does not depend on weights)."""
+    if p.feature_weight <= 0:
+        return None
+    if feat_dim % 32:
+        raise SystemExit(f"--feat-dim {feat_dim}: the image encoder's feature size is 32 x its width")
+    enc = ImageEncoder(ImageEncoderConfig(width=feat_dim // 32, hidden_dim=256, proj_dim=32, n_prototypes=128))
+    return icgan.FeatureConsistency(enc, size)
+
+
+def step_rows(p: GeneratorParams, feat_dim: int, repeat: int, bf16: bool, size: int = 64) -> list[tuple[str, str]]:
+    """Seconds per IC-GAN step (with the feature-consistency encoder pass when ``p.feature_weight > 0``) and per
+    DCGAN step of similar size, float32 or bf16 autocast, and their ratio."""
     g_cfg, d_cfg = configs(p, feat_dim)
-    trainer = icgan.Trainer(g_cfg, d_cfg, dataclasses.replace(recipe(p), amp=bf16))
+    encoder = consistency(p, feat_dim, size)
+    trainer = icgan.Trainer(g_cfg, d_cfg, dataclasses.replace(recipe(p), amp=bf16), encoder=encoder)
     real = torch.randint(0, 255, (256, 3, p.resolution, p.resolution), dtype=torch.uint8)
     feats = nn.functional.normalize(torch.randn(256, feat_dim), dim=1)
     nbrs, gen = icgan.neighbourhoods(feats, p.k_neighbours), torch.Generator().manual_seed(0)
@@ -92,7 +106,8 @@ def step_rows(p: GeneratorParams, feat_dim: int, repeat: int, bf16: bool) -> lis
     t_dc = timed(lambda: dcgan_step(G, D, opt_g, opt_d, batch, p.dim_z, bf16), repeat)
     kind = "bf16 autocast" if bf16 else "float32"
     return [(f"IC-GAN step, {kind} ({n_params(trainer.G, trainer.D) / 1e6:.2f} M params, batch {p.batch}, "
-             f"{p.resolution} px, d_steps {p.d_steps}, augment '{p.augment}')", f"{t_ic:.3f} s"),
+             f"{p.resolution} px, d_steps {p.d_steps}, augment '{p.augment}', feature_weight {p.feature_weight:g})",
+             f"{t_ic:.3f} s"),
             (f"DCGAN step, {kind} ({n_params(G, D) / 1e6:.2f} M params, batch {p.batch}, {p.resolution} px)",
              f"{t_dc:.3f} s"),
             (f"IC-GAN / DCGAN step cost, {kind}", f"{t_ic / t_dc:.1f}x")]
@@ -103,6 +118,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--feat-dim", type=int, default=256, help="instance feature size (world encoder: 32 x width)")
+    ap.add_argument("--encoder-size", type=int, default=64, help="image encoder input side (world: 64)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--paper", action="store_true", help="also time the published 128 px generator")
     args = ap.parse_args()
@@ -113,9 +129,10 @@ def main() -> None:
             ("world G sampling, batch 8", f"{sampling(G, args.feat_dim, 8, args.repeat):.1f} images/s")]
     if args.paper:
         big = Generator(GeneratorConfig(), skip_init=True)
-        rows += [(f"published 128 px G sampling, batch {b}", f"{sampling(big, 2048, b, 2):.2f} images/s") for b in (1, 8)]
+        rows += [(f"published 128 px G sampling, batch {b}", f"{sampling(big, 2048, b, 2):.2f} images/s")
+                 for b in (1, 8)]
     for bf16 in (False, True) if cpu_bf16() else (False,):
-        rows += step_rows(p, args.feat_dim, args.repeat, bf16)
+        rows += step_rows(p, args.feat_dim, args.repeat, bf16, args.encoder_size)
     print(f"threads {args.threads}, native CPU bf16: {cpu_bf16()}\n\n| measurement | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
