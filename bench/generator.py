@@ -20,6 +20,7 @@ from models.biggan import Generator, GeneratorConfig
 from models.gan_training import d_hinge_loss, g_hinge_loss
 from models.image_encoder import ImageEncoder, ImageEncoderConfig
 from pipeline import icgan
+from pipeline.fid import FeatureConsistency
 from pipeline.devices import cpu_bf16
 from pipeline.params import GeneratorParams, section
 from stages.train_generator import configs, recipe
@@ -79,7 +80,7 @@ def n_params(*mods: nn.Module) -> int:
     return sum(p.numel() for m in mods for p in m.parameters())
 
 
-def consistency(p: GeneratorParams, feat_dim: int, size: int) -> icgan.FeatureConsistency | None:
+def consistency(p: GeneratorParams, feat_dim: int, size: int) -> FeatureConsistency | None:
     """With ``feature_weight``: a random-weight image encoder of the world's shape (``feat_dim = 32 x width``)
     at input ``size``, as the stage's feature-consistency term runs it (its cost does not depend on weights)."""
     if p.feature_weight <= 0:
@@ -87,7 +88,7 @@ def consistency(p: GeneratorParams, feat_dim: int, size: int) -> icgan.FeatureCo
     if feat_dim % 32:
         raise SystemExit(f"--feat-dim {feat_dim}: the image encoder's feature size is 32 x its width")
     enc = ImageEncoder(ImageEncoderConfig(width=feat_dim // 32, hidden_dim=256, proj_dim=32, n_prototypes=128))
-    return icgan.FeatureConsistency(enc, size)
+    return FeatureConsistency(enc, size)
 
 
 def step_rows(p: GeneratorParams, feat_dim: int, repeat: int, bf16: bool, size: int = 64) -> list[tuple[str, str]]:

@@ -33,10 +33,30 @@ class EncoderFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        self.encoder.eval()
-        x = F.interpolate((images.float() + 1) / 2, size=(self.size, self.size), mode="bilinear",
-                          align_corners=False)
-        return self.encoder(swav.normalise(x))
+        return encode(self.encoder, images.float(), self.size)
+
+
+def encode(encoder: nn.Module, images: Tensor, size: int) -> Tensor:
+    """GAN images in [-1, 1] ``[B, 3, R, R]`` -> the encoder's feature ``[B, D]`` (eval mode; bilinear resize to
+    ``size``, ImageNet mean/std); differentiable in the images (see :class:`FeatureConsistency`)."""
+    encoder.eval()
+    x = F.interpolate((images + 1) / 2, size=(size, size), mode="bilinear", align_corners=False)
+    return encoder(swav.normalise(x))
+
+
+class FeatureConsistency(nn.Module):
+    """The frozen image encoder as a differentiable input of G's loss (``generator.feature_weight``): images
+    ``[B, 3, R, R]`` in [-1, 1] -> features ``[B, D]`` as :class:`EncoderFeatures` computes them; the
+    encoder's weights get no gradient, the images do."""
+
+    def __init__(self, encoder: nn.Module, size: int) -> None:
+        super().__init__()
+        self.encoder, self.size = encoder, size
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return encode(self.encoder, images, self.size)
 
 
 class FidCurve:

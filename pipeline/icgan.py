@@ -22,7 +22,6 @@ from models.biggan import Discriminator, DiscriminatorConfig, Generator, Generat
 from models.gan_training import d_hinge_loss, ema_update, g_hinge_loss
 from pipeline.augment import diff_augment
 from pipeline.devices import autocast, to_device
-from pipeline.swav import normalise
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ class Trainer:
     from the CPU generator ``gen`` (the same batches, noise and augmentations on any device).
 
     ``encoder`` (with ``recipe.feature_weight > 0``): a frozen, differentiable map from G's images
-    ``[B, 3, R, R]`` in [-1, 1] to features ``[B, D]`` (:class:`FeatureConsistency`); G is then also
+    ``[B, 3, R, R]`` in [-1, 1] to features ``[B, D]`` (``pipeline.fid.FeatureConsistency``); G is then also
     pulled toward images whose feature points where its conditioning feature does."""
 
     def __init__(self, g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig, r: GanRecipe,
@@ -153,23 +152,6 @@ class Trainer:
         self.opt_g.load_state_dict(blob["opt_g"])
         self.opt_d.load_state_dict(blob["opt_d"])
         self.steps = int(blob["step"])
-
-
-class FeatureConsistency(nn.Module):
-    """The frozen image encoder as a differentiable loss input: images ``[B, 3, R, R]`` in [-1, 1] ->
-    features ``[B, D]`` (bilinear resize to ``size``, ImageNet mean/std, eval mode; the encoder's weights
-    get no gradient, the images do)."""
-
-    def __init__(self, encoder: nn.Module, size: int) -> None:
-        super().__init__()
-        self.encoder, self.size = encoder, size
-        for p in encoder.parameters():
-            p.requires_grad_(False)
-
-    def forward(self, images: Tensor) -> Tensor:
-        self.encoder.eval()
-        x = F.interpolate((images + 1) / 2, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return self.encoder(normalise(x))
 
 
 @torch.no_grad()

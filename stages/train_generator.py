@@ -31,7 +31,7 @@ from models.checkpoint import save_checkpoint
 from models.image_encoder import ImageEncoder, load_encoder
 from pipeline import foreground, icgan, metrics, swav
 from pipeline.devices import amp_on, pick_device
-from pipeline.fid import EncoderFeatures, FidCurve, write_csv
+from pipeline.fid import EncoderFeatures, FeatureConsistency, FidCurve, write_csv
 from pipeline.image_store import clip_groups, labels_of, read_images
 from pipeline.params import GeneratorParams
 
@@ -130,7 +130,7 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
     device = next(encoder.parameters()).device
     real, feats, nbrs = _corpus(encoder, size, images, p)
     g_cfg, d_cfg = configs(p, feats.shape[1])
-    consistency = icgan.FeatureConsistency(encoder, size) if p.feature_weight > 0 else None
+    consistency = FeatureConsistency(encoder, size) if p.feature_weight > 0 else None
     trainer = icgan.Trainer(g_cfg, d_cfg, recipe(p), device, encoder=consistency)
     log.info("IC-GAN on %s with %d threads, bf16 autocast %s", device, torch.get_num_threads(),
              "on" if amp_on(device, p.amp, cpu=True) else "off")

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from models.biggan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from models.biggan_io import load_generator
 from pipeline import devices, icgan
+from pipeline.fid import FeatureConsistency
 from pipeline.cli import app
 from pipeline.generate import InputError, generate, truncated_noise
 from pipeline.params import GeneratorParams, ImageEncoderParams
@@ -74,7 +75,7 @@ def test_feature_consistency_pulls_g_toward_its_feature_and_leaves_the_encoder(s
     g_cfg, d_cfg = train_generator.configs(GEN, enc.out_dim)
     with pytest.raises(ValueError, match="needs the image encoder"):
         icgan.Trainer(g_cfg, d_cfg, dataclasses.replace(train_generator.recipe(GEN), feature_weight=1.0))
-    consistency = icgan.FeatureConsistency(enc, size)
+    consistency = FeatureConsistency(enc, size)
     real = torch.randint(0, 255, (10, 3, 32, 32), dtype=torch.uint8)
     feats = consistency(icgan.to_unit(real)).detach()
     feats = torch.nn.functional.normalize(feats, dim=1)
