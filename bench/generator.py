@@ -20,8 +20,8 @@ from models.biggan import Generator, GeneratorConfig
 from models.gan_training import d_hinge_loss, g_hinge_loss
 from models.image_encoder import ImageEncoder, ImageEncoderConfig
 from pipeline import icgan
-from pipeline.fid import FeatureConsistency
 from pipeline.devices import cpu_bf16
+from pipeline.fid import FeatureConsistency
 from pipeline.params import GeneratorParams, section
 from stages.train_generator import configs, recipe
 
