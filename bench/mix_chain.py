@@ -6,7 +6,8 @@ pipeline's artifacts, the same statistic further up the chain:
 
 1. real frames that show two sources of different classes (train clips, from events.parquet), through the
    same resize as generated images: what the evaluator gives a real two-source scene (a ceiling for any
-   generator judged by it);
+   generator judged by it); in brackets, only the frames of the clips the evaluator held out of its training
+   (``evaluator.two_source`` trains on the others);
 2. the generator fed the image feature of those frames: can it draw two sources when its feature holds them?
 3. the generator fed ``normalise(f_a + f_b)`` of two single-source test frames' features;
 4. the audio side: the share of mixed test clips whose audio feature has both classes among its two nearest
@@ -20,32 +21,32 @@ from __future__ import annotations
 
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from models.image_encoder import load_encoder
 from pipeline import eval_metrics, features, generate, swav
+from pipeline import events as gt
 from pipeline.evaluation import Judge, SoundToImage, frames_like, mix_partners, read_test
-from pipeline.evaluator_data import NONE
+from pipeline.evaluator_data import NONE, held_out_two_source_clips
 from pipeline.image_store import read_images
 
 import chain_args  # noqa: E402  (bench/, beside this script)
 
 
-def two_source_frames(table: pd.DataFrame, events: pd.DataFrame, limit: int) -> tuple[list[int], list[tuple[str, str]]]:
-    """(rows of ``table`` whose time shows on-screen sources of two classes, those two classes), at most ``limit``."""
-    on = events[events.on_screen]
+def two_source_frames(table: list[dict], ev: dict[str, list[dict]], limit: int
+                      ) -> tuple[list[int], list[tuple[str, str]], list[bool]]:
+    """(rows of ``table`` where exactly two classes are drawn (``ev``: events by clip), those two classes,
+    whether the row's clip is one the evaluator holds out of its training: ``pipeline.evaluator_data``), at
+    most ``limit``."""
     rows, pairs = [], []
-    for i, r in enumerate(table.itertuples()):
-        ev = on[(on.video_id == r.video_id) & (on.t_start <= r.t_s + 1e-6) & (r.t_s < on.t_end)]
-        labels = list(dict.fromkeys(ev.label))
-        if len(labels) >= 2:
+    for i, r in enumerate(table):
+        drawn = sorted(gt.drawn_at(ev.get(r["video_id"], []), r["t_s"]))
+        if len(drawn) == 2:
             rows.append(i)
-            pairs.append((labels[0], labels[1]))
-            if len(rows) >= limit:
-                break
-    return rows, pairs
+            pairs.append((drawn[0], drawn[1]))
+    held = held_out_two_source_clips(table[i]["video_id"] for i in rows)
+    return rows[:limit], pairs[:limit], [table[i]["video_id"] in held for i in rows[:limit]]
 
 
 def top2_share(judge: Judge, images: torch.Tensor, a: list[str], b: list[str]) -> float:
@@ -69,7 +70,6 @@ def centroid_top2(feats: torch.Tensor, cents: torch.Tensor, names: list[str], a:
 
 def main() -> None:
     args = chain_args.parse(__doc__, {"noises": 4})
-    events = pd.read_parquet(args.data / "events.parquet")
     s2i, judge = SoundToImage(args.audio_encoder, args.generator), Judge(args.evaluator)
     enc, size = load_encoder(args.image_encoder)
     z = torch.from_numpy(np.random.default_rng(0).standard_normal((args.noises, s2i.dim_z)).astype(np.float32))
@@ -77,7 +77,8 @@ def main() -> None:
     rep = lambda xs: [x for x in xs for _ in range(k)]  # noqa: E731
 
     frames, table = read_images(args.data / "images", "train")
-    rows, two = two_source_frames(table.to_pandas(), events, 300)
+    rows, two, held = two_source_frames(table.to_pylist(), gt.by_clip(args.data / "events.parquet"), 300)
+    unseen = [i for i, h in enumerate(held) if h]
     a2, b2 = [p[0] for p in two], [p[1] for p in two]
     real = frames_like(np.asarray(frames[rows]), s2i.G.cfg.resolution)
     f2 = swav.embed(enc, frames[rows], size=size).float()
@@ -102,7 +103,9 @@ def main() -> None:
 
     print(f"| link ({len(rows)} two-source frames, {len(pairs)} frame pairs, {len(mixes)} mixed clips) | top-2 holds both |")
     print("|---|---|")
-    print(f"| evaluator on real two-source frames | {top2_share(judge, real, a2, b2):.3f} |")
+    held_share = top2_share(judge, real[unseen], [a2[i] for i in unseen], [b2[i] for i in unseen])
+    print(f"| evaluator on real two-source frames (of them, the {len(unseen)} of clips held out of its training) | "
+          f"{top2_share(judge, real, a2, b2):.3f} ({held_share:.3f}) |")
     print(f"| G(image feature of those frames), {k} noises | {top2_share(judge, drawn(s2i, f2, z), rep(a2), rep(b2)):.3f} |")
     mixed = F.normalize(ft[fa] + ft[fb], dim=1)
     print(f"| G(normalise(f_a + f_b)) of single-source test frames | "

@@ -156,6 +156,12 @@ def derangement(n: int, seed: int) -> np.ndarray:
     return perm
 
 
+def clip_rows(clips: list[int], k: int) -> Tensor:
+    """Rows ``Tensor[len(clips) * k]`` of the given clips' images in a clip-major ``[N * k]`` flattening
+    (clip i's k images are rows i*k .. i*k+k-1), in the order of ``clips``."""
+    return (torch.tensor(clips, dtype=torch.long)[:, None] * k + torch.arange(k)).flatten()
+
+
 def mix_partners(labels: list[str], limit: int) -> list[tuple[int, int]]:
     """Up to ``limit`` pairs (i, j): clip i with the next clip (cyclically) of another class."""
     pairs = []

@@ -24,6 +24,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -116,12 +117,17 @@ def _balance_none(truths: list[Truth], seed: int) -> np.ndarray:
     return np.sort(np.concatenate([np.flatnonzero(~none), picked]))
 
 
+def held_out_two_source_clips(clips: Iterable[str]) -> set[str]:
+    """Of the clips with a two-source train frame (``clips``), those whose two-source frames are held out of
+    training: every third by sorted id."""
+    return set(sorted(set(clips))[::TWO_SOURCE_HOLD_OUT_EVERY])
+
+
 def _split_two_source(rows: list[dict], pos: list[int], truths: list[Truth], two_source: bool
                       ) -> tuple[list[int], list[Truth], list[int], list[Truth]]:
     """(train positions, their truths, held-out two-source positions, their truths): see the module docstring."""
     two = [k for k, t in enumerate(truths) if len(t[0]) == 2]
-    clips = sorted({rows[pos[k]]["video_id"] for k in two})
-    held_clips = set(clips[::TWO_SOURCE_HOLD_OUT_EVERY])
+    held_clips = held_out_two_source_clips(rows[pos[k]]["video_id"] for k in two)
     held = [k for k in two if rows[pos[k]]["video_id"] in held_clips]
     if two_source:
         keep = [k for k in range(len(pos)) if rows[pos[k]]["video_id"] not in held_clips]

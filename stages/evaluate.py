@@ -15,8 +15,10 @@ variant below). The evaluator (`train_evaluator`) then gives:
 * Controls: ``volume_spearman``: the same clip's waveform scaled by each of ``gains`` (before the
   spectrogram), fixed noise, the evaluator's drawn-size head on the images, Spearman of size against gain
   per clip and noise, averaged; ``mix_top2``: two clips of different classes mixed 50/50, the share of
-  images whose evaluator top-2 (``none`` left out) holds both classes; ``moment_hit``: the share of pairs
-  (all splits) whose selected frame lies in a main event of events.parquet (pipeline/events.py).
+  images whose evaluator top-2 (``none`` left out) holds both classes, beside ``mix_top2_single``, the same
+  share for the images of each of the two clips alone (what one sound scores without mixing);
+  ``moment_hit``: the share of pairs (all splits) whose selected frame lies in a main event of
+  events.parquet (pipeline/events.py).
 * ``clip_r1`` / ``clip_r5`` with ``clip_checkpoint`` (pipeline/clip_eval.py).
 
 Writes ``reports/metrics.json`` (flat keys; null where a figure cannot be measured, e.g. controls without
@@ -100,18 +102,24 @@ def volume(s2i: SoundToImage, judge: Judge, test: TestSet, z: Tensor, p: Evaluat
             [round(float(v), 4) for v in per_gain.mean(0)])
 
 
-def mixing(s2i: SoundToImage, judge: Judge, test: TestSet, z: Tensor, p: EvaluateParams) -> tuple[float, int]:
-    """(share of mixed-clip images whose top-2 holds both classes, number of mixed pairs)."""
+def mixing(s2i: SoundToImage, judge: Judge, test: TestSet, z: Tensor, p: EvaluateParams,
+           single: Tensor) -> tuple[float, float, int]:
+    """(share of mixed-clip images whose top-2 holds both classes, the same share for the images of each of
+    the two clips alone, number of mixed pairs). ``single``: the evaluator's logits ``[N * K, C]`` of every test
+    clip's own images (clip-major, the same ``K`` noises), the reference: what one sound already scores."""
     pairs = evaluation.mix_partners(test.labels, p.mix_pairs)
     if not pairs:
-        return float("nan"), 0
+        return float("nan"), float("nan"), 0
     a, b = [i for i, _ in pairs], [j for _, j in pairs]
     waves = 0.5 * (s2i.fit([test.waves[i] for i in a]) + s2i.fit([test.waves[j] for j in b]))
     logits, _ = judge(s2i.images(s2i.features(waves), z).flatten(0, 1))
     y = judge.index(test.labels)
     none = judge.classes.index(NONE) if NONE in judge.classes else None
     k = len(z)
-    return eval_metrics.mix_top2(logits, y[a].repeat_interleave(k), y[b].repeat_interleave(k), exclude=none), len(pairs)
+    ya, yb = y[a].repeat_interleave(k), y[b].repeat_interleave(k)
+    alone = torch.cat([single[evaluation.clip_rows(a, k)], single[evaluation.clip_rows(b, k)]])
+    return (eval_metrics.mix_top2(logits, ya, yb, exclude=none),
+            eval_metrics.mix_top2(alone, torch.cat([ya, ya]), torch.cat([yb, yb]), exclude=none), len(pairs))
 
 
 def moment_hit(pairs: Path, videos: Path, events: Path) -> float:
@@ -176,8 +184,9 @@ def variants(scorer: Scorer, s2i: SoundToImage, test: TestSet, y: Tensor, z: Ten
     return {**m, **up, **low}, per_image, main
 
 
-def controls(s2i: SoundToImage, judge: Judge, test: TestSet, z: Tensor, p: EvaluateParams, plots: Path) -> dict:
-    """Volume (also written to ``plots/volume.csv``) and mixing."""
+def controls(s2i: SoundToImage, judge: Judge, test: TestSet, z: Tensor, p: EvaluateParams, plots: Path,
+             single: Tensor) -> dict:
+    """Volume (also written to ``plots/volume.csv``) and mixing (``single``: see :func:`mixing`)."""
     m: dict = {"volume_spearman": float("nan")}
     sizes = [float("nan")] * len(p.gains)
     if judge.has_size:
@@ -185,7 +194,7 @@ def controls(s2i: SoundToImage, judge: Judge, test: TestSet, z: Tensor, p: Evalu
     else:
         log.warning("volume control not measured: the evaluator has no drawn-size training (no events)")
     write_text(plots / "volume.csv", "gain,mean_size\n" + "".join(f"{g},{s}\n" for g, s in zip(p.gains, sizes)))
-    m["mix_top2"], m["mix_pairs"] = mixing(s2i, judge, test, z, p)
+    m["mix_top2"], m["mix_top2_single"], m["mix_pairs"] = mixing(s2i, judge, test, z, p, single)
     return m
 
 
@@ -215,7 +224,7 @@ def run(p: EvaluateParams, *, shards: Path, audio_encoder: Path, generator: Path
     m.update(scores)
     m["fid_real"] = (scorer.fid(evaluation.frames_like(real_val, res))
                      if len(real_val) >= 2 and len(real_test) and scorer.fid is not None else float("nan"))
-    m.update(controls(s2i, judge, test, z, p, plots))
+    m.update(controls(s2i, judge, test, z, p, plots, per_image[""][0]))
     m["moment_hit"] = moment_hit(pairs, videos, events)
     if p.clip_checkpoint:
         from pipeline import clip_eval

@@ -4,12 +4,14 @@ The paper fine-tuned its own Inception on VGGSound for FID and IS; here a narrow
 (models/evaluator.py) learns the labelled frames of the train split (pipeline/evaluator_data.py: labels and
 sizes from events.parquet on the built-in world, clip labels on real data) with flips, small crops and
 low-resolution round trips. Loss: cross-entropy (soft target 0.5 / 0.5 on frames showing two classes, with
-``two_source``) + ``size_weight`` x squared error of the size head (on frames whose size is known). AdamW with a one-epoch warm-up, then cosine decay; the last epoch is kept.
+``two_source``) + ``size_weight`` x squared error of the size head (on frames whose size is known). AdamW
+with a one-epoch warm-up, then cosine decay; the last epoch is kept.
 
 Writes ``artifacts/evaluator.pt`` (``{"model", "config", "step", "classes", "has_size", "test_acc"}``),
 ``reports/evaluator.json`` (test accuracy on real frames = ``evaluator_acc``, per-class accuracy, size
 error, ``two_source_top2``: the share of held-out two-source frames whose top-2 classes, ``none`` left out,
-are both drawn classes: the mixing control's statistic on real scenes) and ``reports/evaluator_curve.csv`` (one row per epoch: the DVC plot of the training curve).
+are both drawn classes: the mixing control's statistic on real scenes) and ``reports/evaluator_curve.csv``
+(one row per epoch: the DVC plot of the training curve).
 """
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
@@ -15,17 +14,19 @@ REPO = Path(__file__).resolve().parents[1]
 mix_chain = bench_module.load("mix_chain")
 
 
-def test_two_source_frames_are_the_times_two_classes_are_on_screen() -> None:
-    events = pd.DataFrame([
-        dict(video_id="v", label="dog", t_start=0.0, t_end=1.0, on_screen=True),
-        dict(video_id="v", label="bell", t_start=0.5, t_end=2.0, on_screen=True),
-        dict(video_id="v", label="car", t_start=0.0, t_end=2.0, on_screen=False),  # heard, not seen
-        dict(video_id="w", label="dog", t_start=0.0, t_end=2.0, on_screen=True),
-        dict(video_id="w", label="dog", t_start=0.0, t_end=2.0, on_screen=True),  # the same class twice
-    ])
-    table = pd.DataFrame(dict(video_id=["v", "v", "v", "w"], t_s=[0.2, 0.6, 1.5, 0.6]))
-    assert mix_chain.two_source_frames(table, events, 10) == ([1], [("dog", "bell")])
-    assert mix_chain.two_source_frames(table, events, 0)[0] == [1]  # the limit stops after a find
+def test_two_source_frames_are_the_times_exactly_two_classes_are_drawn() -> None:
+    e = lambda vid, label, t0, t1, on=True: dict(video_id=vid, label=label, t_start=t0, t_end=t1, on_screen=on,  # noqa: E731
+                                                  size=10.0)
+    ev = {"v": [e("v", "dog", 0.0, 1.0), e("v", "bell", 0.5, 2.0), e("v", "car", 0.0, 2.0, on=False)],  # car: heard
+          "w": [e("w", "dog", 0.0, 2.0), e("w", "dog", 0.0, 2.0)],  # the same class twice
+          "x": [e("x", "dog", 0.0, 1.0), e("x", "bell", 0.0, 1.0), e("x", "horn", 0.0, 1.0)],  # three classes
+          "y": [e("y", "horn", 0.0, 1.0), e("y", "bell", 0.0, 1.0)]}
+    table = [dict(video_id=v, t_s=t) for v, t in [("v", 0.2), ("v", 0.6), ("v", 1.5), ("w", 0.6), ("x", 0.5),
+                                                   ("y", 0.5)]]
+    rows, pairs, held = mix_chain.two_source_frames(table, ev, 10)
+    assert rows == [1, 5] and pairs == [("bell", "dog"), ("bell", "horn")]
+    assert held == [True, False]  # every third clip by sorted id (v, y): v is held out of the evaluator's training
+    assert mix_chain.two_source_frames(table, ev, 1)[:2] == ([1], [("bell", "dog")])
 
 
 def test_centroid_top2_needs_both_classes_among_the_two_nearest() -> None:

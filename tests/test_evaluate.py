@@ -62,6 +62,11 @@ def test_fid_and_inception_score_through_torchmetrics() -> None:
     assert eval_metrics.inception_score(identity, one_hot[::4], splits=2) == pytest.approx(1.0, rel=1e-3)
 
 
+def test_clip_rows_pick_each_clips_images_in_order() -> None:
+    assert evaluation.clip_rows([2, 0], 3).tolist() == [6, 7, 8, 0, 1, 2]
+    assert evaluation.clip_rows([], 3).tolist() == []
+
+
 def test_derangement_and_mix_partners() -> None:
     perm = evaluation.derangement(7, seed=3)
     assert sorted(perm.tolist()) == list(range(7)) and not (perm == np.arange(7)).any()
@@ -187,7 +192,7 @@ def test_evaluate_stage_end_to_end(world: tuple[Path, dict]) -> None:
     assert m["test_clips"] == 8 and m["images_per_clip"] == 2
     assert m["unknown_class_clips"] == 2 and "class3" in out.stderr  # reported, not a crash
     assert 0 <= m["r1"] <= m["r5"] <= 1 and m["fid"] >= 0 and m["is"] >= 1.0
-    assert -1 <= m["volume_spearman"] <= 1 and 0 <= m["mix_top2"] <= 1
+    assert -1 <= m["volume_spearman"] <= 1 and 0 <= m["mix_top2"] <= 1 and 0 <= m["mix_top2_single"] <= 1
     assert 0 <= m["clip_r1"] <= m["clip_r5"] <= 1  # a random tiny CLIP: only the plumbing is checked
     assert m["moment_hit"] == 0.5  # half of the pairs were picked inside their event
     per_class = (root / "reports" / "evaluate" / "per_class.csv").read_text().splitlines()
