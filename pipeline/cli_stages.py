@@ -243,7 +243,8 @@ def stage_train_evaluator(
     except (ParamsError, ValueError, FileNotFoundError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     typer.echo(f"train_evaluator: test accuracy {summary['evaluator_acc']} on {summary['test_frames']} real frames, "
-               f"{summary['train_frames']} train frames, {summary['seconds']} s")
+               f"{summary['train_frames']} train frames, two-source top-2 {summary['two_source_top2']} on "
+               f"{summary['two_source_frames']} held-out frames, {summary['seconds']} s")
 
 
 @stage_app.command("evaluate")

@@ -340,6 +340,7 @@ class EvaluatorParams:
     stem: Literal["imagenet", "small"] = "small"  # small: 3x3 stride-2 conv, no max pool (fine shapes)
     pool: Literal["avg", "avgmax"] = "avgmax"  # avgmax: average and max pool concatenated (small sources)
     none_class: bool = True  # world: frames with no source drawn form a class `none` (else left out)
+    two_source: bool = True  # world: frames with two classes drawn train with target 0.5 / 0.5 (else left out)
     max_frames: int = 0  # at most this many labelled train frames (0: all)
     epochs: int = 14
     batch: int = 128

@@ -3,12 +3,13 @@
 The paper fine-tuned its own Inception on VGGSound for FID and IS; here a narrow ResNet
 (models/evaluator.py) learns the labelled frames of the train split (pipeline/evaluator_data.py: labels and
 sizes from events.parquet on the built-in world, clip labels on real data) with flips, small crops and
-low-resolution round trips. Loss: cross-entropy + ``size_weight`` x squared error of the size head (on
-frames whose size is known). AdamW with a one-epoch warm-up, then cosine decay; the last epoch is kept.
+low-resolution round trips. Loss: cross-entropy (soft target 0.5 / 0.5 on frames showing two classes, with
+``two_source``) + ``size_weight`` x squared error of the size head (on frames whose size is known). AdamW with a one-epoch warm-up, then cosine decay; the last epoch is kept.
 
 Writes ``artifacts/evaluator.pt`` (``{"model", "config", "step", "classes", "has_size", "test_acc"}``),
 ``reports/evaluator.json`` (test accuracy on real frames = ``evaluator_acc``, per-class accuracy, size
-error) and ``reports/evaluator_curve.csv`` (one row per epoch: the DVC plot of the training curve).
+error, ``two_source_top2``: the share of held-out two-source frames whose top-2 classes, ``none`` left out,
+are both drawn classes: the mixing control's statistic on real scenes) and ``reports/evaluator_curve.csv`` (one row per epoch: the DVC plot of the training curve).
 """
 from __future__ import annotations
 
@@ -25,16 +26,21 @@ from tqdm import tqdm
 
 from models.checkpoint import save_checkpoint
 from models.evaluator import Evaluator, EvaluatorConfig
-from pipeline import evaluator_data
+from pipeline import eval_metrics, evaluator_data
 from pipeline.evaluator_data import Frames, to_unit, write_text
 from pipeline.params import EvaluatorParams
 
 log = logging.getLogger(__name__)
 
 
-def loss_fn(out: tuple, labels: torch.Tensor, sizes: torch.Tensor, size_weight: float) -> torch.Tensor:
-    """Cross-entropy of the logits + ``size_weight`` x mean squared size error over the known sizes."""
-    loss = F.cross_entropy(out[0], labels)
+def loss_fn(out: tuple, labels: torch.Tensor, second: torch.Tensor, sizes: torch.Tensor,
+            size_weight: float) -> torch.Tensor:
+    """Cross-entropy of the logits against the target rows (1 on ``labels [B]``; 0.5 on ``labels`` and 0.5 on
+    ``second [B]`` where ``second`` >= 0) + ``size_weight`` x mean squared size error over the known sizes.
+    The soft cross-entropy is written as the mean of the two hard ones, which it equals: a batch of
+    one-class frames then gives exactly (bit for bit) the plain cross-entropy."""
+    other = torch.where(second >= 0, second, labels)
+    loss = 0.5 * (F.cross_entropy(out[0], labels) + F.cross_entropy(out[0], other))
     known = torch.isfinite(sizes)
     if size_weight and bool(known.any()):
         loss = loss + size_weight * F.mse_loss(out[1][known], sizes[known])
@@ -42,17 +48,29 @@ def loss_fn(out: tuple, labels: torch.Tensor, sizes: torch.Tensor, size_weight: 
 
 
 @torch.no_grad()
-def predict(model: Evaluator, frames: Frames, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted class [N], predicted size [N]) of ``frames`` in eval mode."""
+def logits_and_sizes(model: Evaluator, frames: Frames, batch: int = 256) -> tuple[torch.Tensor, np.ndarray]:
+    """(logits [N, C], predicted size [N]) of ``frames`` in eval mode."""
     model.eval()
-    classes, sizes = [], []
+    logits, sizes = [torch.zeros(0, model.config.n_classes)], [np.zeros(0, np.float32)]
     for s in range(0, len(frames), batch):
         out = model(to_unit(frames.images[s:s + batch]))
-        classes.append(out.logits.argmax(1).numpy())
+        logits.append(out.logits)
         sizes.append(out.size.numpy())
-    if not classes:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    return np.concatenate(classes), np.concatenate(sizes)
+    return torch.cat(logits), np.concatenate(sizes)
+
+
+def predict(model: Evaluator, frames: Frames) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class [N], predicted size [N]) of ``frames`` in eval mode."""
+    logits, sizes = logits_and_sizes(model, frames)
+    return logits.argmax(1).numpy(), sizes
+
+
+def two_source_top2(model: Evaluator, frames: Frames, classes: list[str]) -> float:
+    """Share of two-source ``frames`` whose two highest logits (``none`` left out) are their two classes
+    (NaN for none)."""
+    logits, _ = logits_and_sizes(model, frames)
+    none = classes.index(evaluator_data.NONE) if evaluator_data.NONE in classes else None
+    return eval_metrics.mix_top2(logits, torch.from_numpy(frames.labels), torch.from_numpy(frames.second), none)
 
 
 def scores(model: Evaluator, frames: Frames, classes: list[str]) -> dict:
@@ -91,17 +109,18 @@ def train(p: EvaluatorParams, data: evaluator_data.LabelledData) -> tuple[Evalua
             idx = np.sort(order[b * p.batch:(b + 1) * p.batch])
             x, size = evaluator_data.augment(to_unit(tr.images[idx]), torch.from_numpy(tr.sizes[idx]), crop=p.crop,
                                              zoom_out=p.zoom_out, rotate=p.rotate, lowres=p.lowres, gen=gen)
-            labels = torch.from_numpy(tr.labels[idx])
+            labels, second = torch.from_numpy(tr.labels[idx]), torch.from_numpy(tr.second[idx])
             for group in opt.param_groups:
                 group["lr"] = _lr(step, total, per_epoch, p.lr)
             out = model(x)
-            loss = loss_fn(out, labels, size, p.size_weight)
+            loss = loss_fn(out, labels, second, size, p.size_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
             losses.append(float(loss.detach()))
-            hits += int((out.logits.argmax(1) == labels).sum())
+            pred = out.logits.argmax(1)
+            hits += int(((pred == labels) | (pred == second)).sum())  # either class of a two-source frame
         val = scores(model, data.val, data.classes)
         curve.append({"epoch": epoch + 1, "step": step, "seconds": round(time.time() - t0, 1),
                       "train_loss": round(float(np.mean(losses)), 5),
@@ -117,23 +136,27 @@ def run(p: EvaluatorParams, *, images: Path, videos: Path, events: Path, out: Pa
     torch.set_num_threads(p.threads)
     t0 = time.time()
     data = evaluator_data.load(Path(images), Path(videos), Path(events), none_class=p.none_class,
-                               max_frames=p.max_frames, seed=p.seed)
+                               max_frames=p.max_frames, seed=p.seed, two_source=p.two_source)
     if len(data.train) < p.batch:
         log.warning("only %d labelled train frames, fewer than one batch of %d: one short batch per epoch",
                     len(data.train), p.batch)
     model, curve = train(p, data)
     test = scores(model, data.test, data.classes)
+    top2 = two_source_top2(model, data.two_source, data.classes)
     has_size = bool(np.isfinite(data.train.sizes).any())
     seconds = round(time.time() - t0, 1)
     save_checkpoint(out, model, model.config, step=curve[-1]["step"] if curve else 0, classes=data.classes,
                     has_size=has_size, test_acc=test["acc"])
     summary = {"evaluator_acc": test["acc"], "evaluator_size_mae": test["size_mae"], "test_frames": test["frames"],
                "train_frames": len(data.train), "classes": data.classes, "labels_from": data.source,
+               "two_source_train_frames": int((data.train.second >= 0).sum()),
+               "two_source_top2": round(top2, 4),
+               "two_source_frames": len(data.two_source), "two_source_from": "held-out train clips",
                "seconds": seconds, "per_class_acc": test["per_class"]}
     write_text(Path(report), json.dumps(summary, indent=2) + "\n")
     cols = list(curve[0]) if curve else ["epoch"]
     rows = [",".join(cols)] + [",".join(str(r[c]) for c in cols) for r in curve]
     write_text(Path(curve_csv), "\n".join(rows) + "\n")
-    log.info("evaluator: test accuracy %s on %d real test frames, size MAE %s, %.0f s", test["acc"], test["frames"],
-             test["size_mae"], seconds)
+    log.info("evaluator: test accuracy %s on %d real test frames, size MAE %s, two-source top-2 %.4f on %d held-out "
+             "frames, %.0f s", test["acc"], test["frames"], test["size_mae"], top2, len(data.two_source), seconds)
     return summary

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from models.evaluator import Evaluator
-from pipeline import eval_metrics, evaluation
+from pipeline import eval_metrics, evaluation, evaluator_data, manifests
 from pipeline.params import EvaluatorParams
 from stages import train_evaluator
 from tests.eval_setup import write_artifacts, write_clip, write_world
@@ -95,8 +96,65 @@ def test_evaluator_learns_the_tiny_world(world: tuple[Path, dict]) -> None:
     assert curve[0].startswith("epoch,step") and len(curve) == 13
     obj = torch.load(root / "evaluator.pt", weights_only=True)
     assert obj["classes"] == summary["classes"] and obj["has_size"] is True
+    assert summary["two_source_frames"] == 0 and math.isnan(summary["two_source_top2"])  # no two-class frames
     out = Evaluator.from_checkpoint(obj)(torch.zeros(2, 3, 64, 64))  # any input size
     assert out.logits.shape == (2, 4) and out.size.shape == (2,) and out.pool.shape == (2, 64)  # avg + max of 32 channels
+
+
+def test_frame_truth_keeps_two_classes_and_leaves_out_three() -> None:
+    ev = [dict(label=c, on_screen=True, t_start=t0, t_end=1.0, size=px)
+          for c, t0, px in (("dog", 0.0, 8.0), ("bell", 0.3, 4.0), ("car", 0.6, 2.0))]
+    assert evaluator_data._frame_truth(ev, 0.1, 16.0, True) == (("dog",), 0.5)
+    classes, size = evaluator_data._frame_truth(ev, 0.4, 16.0, True)
+    assert classes == ("bell", "dog") and math.isnan(size)  # sorted; the size head is not trained on it
+    assert evaluator_data._frame_truth(ev, 0.7, 16.0, True) is None  # three classes
+    assert evaluator_data._frame_truth(ev, 1.5, 16.0, True) == (("none",), 0.0)
+    assert evaluator_data._frame_truth(ev, 1.5, 16.0, False) is None
+
+
+def test_loss_is_the_soft_cross_entropy_and_exactly_the_hard_one_without_pairs() -> None:
+    torch.manual_seed(0)
+    logits, size = torch.randn(4, 3), torch.rand(4)
+    labels, second = torch.tensor([0, 1, 2, 0]), torch.tensor([-1, 2, -1, 1])
+    target = F.one_hot(labels, 3).float()
+    target[[1, 3]] = torch.tensor([[0, 0.5, 0.5], [0.5, 0.5, 0]])
+    nan = torch.full((4,), float("nan"))
+    loss = train_evaluator.loss_fn((logits, size), labels, second, nan, 1.0)
+    assert loss == pytest.approx(float(F.cross_entropy(logits, target)), rel=1e-6)
+    hard = train_evaluator.loss_fn((logits, size), labels, torch.full((4,), -1), nan, 1.0)
+    assert torch.equal(hard, F.cross_entropy(logits, labels))  # bit for bit: two_source off trains as before
+
+
+def _two_source_world(root: Path) -> None:
+    """The tiny world plus a class1 source drawn beside class0 at 0.2 .. 0.4 s in train clips 0..5 of class0,
+    and class1 and class2 beside it in clip 6 (three classes)."""
+    write_world(root)
+    events = manifests.read(root / "events.parquet", manifests.EVENTS).to_pylist()
+    extra = [("class1", i) for i in range(7)] + [("class2", 6)]
+    events += [dict(events[0], video_id=f"train_class0_{i}", label=c, t_start=0.2, t_end=0.4) for c, i in extra]
+    manifests.write(events, manifests.EVENTS, root / "events.parquet")
+
+
+def test_two_source_frames_train_with_both_classes_and_off_leaves_them_out(tmp_path: Path) -> None:
+    _two_source_world(tmp_path)
+    args = dict(none_class=True, max_frames=0, seed=0)
+    paths = (tmp_path / "images", tmp_path / "videos.parquet", tmp_path / "events.parquet")
+    on = evaluator_data.load(*paths, two_source=True, **args)
+    two = on.train.second >= 0
+    # 6 two-source clips, every third (clips 0 and 3) held out whole: 4 clips x 2 frames train, 2 x 2 held out
+    assert two.sum() == 8 and set(on.train.labels[two]) == {0} and set(on.train.second[two]) == {1}
+    assert np.isnan(on.train.sizes[two]).all() and np.isfinite(on.train.sizes[~two]).all()
+    assert len(on.two_source) == 4 and set(on.two_source.labels) == {0} and set(on.two_source.second) == {1}
+    # single-source: 28 clips x 4 - 4 x 2 (two classes) - 2 (three classes, left out) = 102; none: 102 / 3 = 34
+    assert len(on.train) == 8 + 102 + 34 and (on.train.labels == 3).sum() == 34
+    off = evaluator_data.load(*paths, two_source=False, **args)
+    assert (off.train.second < 0).all() and len(off.two_source) == 4  # still reported on the same frames
+    assert len(off.train) == 106 + 35 and (off.train.labels == 3).sum() == 35  # 30 x 4 - 7 x 2 singles
+    p = EvaluatorParams(width=4, layers=(1, 1, 1, 1), image_size=32, epochs=1, batch=32, threads=1)
+    summary = train_evaluator.run(p, images=paths[0], videos=paths[1], events=paths[2], out=tmp_path / "e.pt",
+                                  report=tmp_path / "e.json", curve_csv=tmp_path / "c.csv")
+    assert summary["two_source_train_frames"] == 8 and summary["two_source_frames"] == 4
+    assert 0 <= json.loads((tmp_path / "e.json").read_text())["two_source_top2"] <= 1
 
 
 def _params(root: Path, **evaluate: object) -> Path:

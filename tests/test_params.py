@@ -137,6 +137,10 @@ def test_evaluation_sections_load_and_name_unknown_keys(tmp_path: Path) -> None:
     for layers in ("[1, a, 1, 1]", "[1, 1, 1]"):
         with pytest.raises(ParamsError, match="evaluator.layers"):
             section(_write(tmp_path, f"evaluator: {{layers: {layers}}}"), "evaluator", EvaluatorParams)
+    assert EvaluatorParams().two_source is True
+    assert section(_write(tmp_path, "evaluator: {two_source: false}"), "evaluator", EvaluatorParams).two_source is False
+    with pytest.raises(ParamsError, match="evaluator.two_source: expected bool"):
+        section(_write(tmp_path, "evaluator: {two_source: 1}"), "evaluator", EvaluatorParams)
 
 
 @pytest.mark.parametrize("name, text, match", [
