@@ -123,9 +123,13 @@ class Step:
         (NaN when fewer than two pairs of the global batch are valid: the step is then a zero update)."""
         dev = self.d.device
         with torch.no_grad():
-            spec, z_v = self.spectrogram(batch), batch["feature"].to(dev, non_blocking=True)
-            if self.gain is not None:
-                spec, z_v = self.gain(spec, z_v)
+            z_v = batch["feature"].to(dev, non_blocking=True)
+            if self.gain is not None and "spec" not in batch:  # played on the waveform, clipped as at test time
+                spec, z_v = self.gain.waveform(batch["wave"].to(dev, non_blocking=True), z_v, self.spec_fn)
+            elif self.gain is not None:
+                spec, z_v = self.gain(self.spectrogram(batch), z_v)
+            else:
+                spec = self.spectrogram(batch)
             if self.mask_fn is not None:
                 spec = self.mask_fn(spec)
         with self.autocast():

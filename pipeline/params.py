@@ -309,6 +309,7 @@ class AudioEncoderParams:
     gain_range: tuple[float, float] = (0.25, 4.0)  # gains drawn log-uniformly from this range
     gain_clusters: int = 16  # k-means clusters of image features within which the level direction is fit
     gain_scale: float = 1.0  # the target's move per unit of level, as a multiple of the fitted slope
+    gain_on: Literal["waveform", "spectrogram"] = "waveform"  # waveform: clipped at full scale as at test time
     ema_decay: float = 0.0  # validate and keep an exponential moving average of the weights (0: the weights)
 
     def __post_init__(self) -> None:

@@ -114,10 +114,11 @@ def _streams(p: AudioEncoderParams, d: distributed.Dist, seed: int, shards: Path
     cache budget ``cache_mb`` goes to the train split first, what it leaves to val."""
     n = audio_input.n_samples(p.spectrogram)
     spec = audio_input.spectrogram_fn(p.spectrogram) if audio_input.in_workers(p.spectrogram, d.device) else None
+    wave_gain = p.gain_p > 0 and p.gain_on == "waveform"  # the step needs the training waveforms
     budget = p.cache_mb << 20
     train = AlignStream(shard_io.shard_urls(shards, "train"), train_t, n_samples=n, batch=p.batch, rank=d.rank,
                         world=d.world, seed=seed, shuffle_buffer=p.shuffle_buffer, split_by=p.split_by,
-                        spec_fn=spec, cache_bytes=budget)
+                        spec_fn=None if wave_gain else spec, cache_bytes=budget)
     val = AlignStream(shard_io.shard_urls(shards, "val"), val_t, n_samples=n, batch=p.batch, drop_last=False,
                       spec_fn=spec, cache_bytes=budget - train.cache_nbytes if d.main else 0)
     if budget:
@@ -150,8 +151,8 @@ def gain_shift(p: AudioEncoderParams, step: align_train.Step, batches: Iterable[
     if d.world > 1:
         direction = direction.to(d.device)
         torch.distributed.broadcast(direction, src=0)
-    log.info("gain augmentation: %.0f%% of rows at gains %s; level direction from %d pairs (norm %.4f per unit of "
-             "log power; %.0f%% of the level variance lies within the %d feature clusters)", 100 * p.gain_p,
+    log.info("gain augmentation on the %s: %.0f%% of rows at gains %s; level direction from %d pairs (norm %.4f per unit of "
+             "log power; %.0f%% of the level variance lies within the %d feature clusters)", p.gain_on, 100 * p.gain_p,
              list(p.gain_range), sum(len(v) for v in levels), float(direction.norm()), 100 * share, p.gain_clusters)
     return gain_augment.GainShift(direction.cpu() * p.gain_scale, p.gain_p, *p.gain_range, eps=p.spectrogram.log_eps)
 
