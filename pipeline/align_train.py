@@ -12,6 +12,7 @@ slot but are left out of the loss (``valid``).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import warnings
@@ -64,6 +65,35 @@ def gather_rows(x: Tensor, d: Dist, *, grad: bool) -> Tensor:
     return torch.cat(parts)
 
 
+class Ema:
+    """An exponential moving average of a module's weights (float parameters and buffers; integer buffers
+    such as BatchNorm's batch count are copied). The decay warms up as ``min(decay, (1 + t) / (10 + t))``
+    after ``t`` updates, so early averages are not dominated by the random initial weights."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.module, self.decay, self.updates = copy.deepcopy(model).eval(), decay, 0
+        for q in self.module.parameters():
+            q.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average toward ``model``'s current weights (same architecture)."""
+        self.updates += 1
+        w = 1.0 - min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for avg, cur in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if avg.is_floating_point():
+                avg.lerp_(cur.detach().to(avg.device), w)
+            else:
+                avg.copy_(cur)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["model"])
+        self.updates = int(state["updates"])
+
+
 @dataclass
 class Step:
     """What one training step needs besides the batch."""
@@ -76,6 +106,7 @@ class Step:
     d: Dist
     amp: bool
     gain: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None  # pipeline.gain_augment.GainShift
+    ema: tuple[Ema, nn.Module] | None = None  # (the average, the bare model it follows), updated every step
 
     def autocast(self) -> Any:
         on = self.amp and self.d.device.type == "cuda"
@@ -92,9 +123,13 @@ class Step:
         (NaN when fewer than two pairs of the global batch are valid: the step is then a zero update)."""
         dev = self.d.device
         with torch.no_grad():
-            spec, z_v = self.spectrogram(batch), batch["feature"].to(dev, non_blocking=True)
-            if self.gain is not None:
-                spec, z_v = self.gain(spec, z_v)
+            z_v = batch["feature"].to(dev, non_blocking=True)
+            if self.gain is not None and "spec" not in batch:  # played on the waveform, clipped as at test time
+                spec, z_v = self.gain.waveform(batch["wave"].to(dev, non_blocking=True), z_v, self.spec_fn)
+            elif self.gain is not None:
+                spec, z_v = self.gain(self.spectrogram(batch), z_v)
+            else:
+                spec = self.spectrogram(batch)
             if self.mask_fn is not None:
                 spec = self.mask_fn(spec)
         with self.autocast():
@@ -109,6 +144,8 @@ class Step:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema[0].update(self.ema[1])
         return float(loss.detach()) if int(valid.sum()) >= 2 else float("nan")
 
 

@@ -19,8 +19,11 @@ sounds) and the feature a noisy reading of its size, so on the world the slope m
 image features by 0.4 px per unit of level where the world's own pairs show 4.3 px (regression of size on
 level within a class; 9.1 the other way round): ``gain_scale`` (params) makes up for it.
 
-The spectrogram is scaled as the waveform would be (``power * g^2``, then the log with the same ``eps``),
-exactly but for clipping at full scale; it needs the un-normalised front end (``spectrogram.norm: none``),
+With ``gain_on: waveform`` (the default) the waveform is multiplied and the spectrogram made from it, so
+loud rows clip at full scale exactly as in the evaluation's volume control (at gain 4, 79% of the world's
+test clips clip, 13% of their samples on average) and the target moves by the measured level change;
+``gain_on: spectrogram`` rescales a ready spectrogram's power (``power * g^2``, then the log with the same
+``eps``), exact but for that clipping. Both need the un-normalised front end (``spectrogram.norm: none``),
 as the paper's per-clip z-score removes any gain.
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -89,8 +93,14 @@ def level_direction(levels: Tensor, features: Tensor, *, clusters: int, seed: in
 @dataclass
 class GainShift:
     """Per training row, with chance ``p``: a gain ``g`` log-uniform in ``[low, high]`` applied to its
-    spectrogram and ``2 log g x direction`` to its target. Draws come from torch's global RNG (seeded per
-    epoch by the trainer, as the SpecAugment masks)."""
+    sound and a move of its target along ``direction`` by the level change. Draws come from torch's global
+    RNG (seeded per epoch by the trainer, as the SpecAugment masks).
+
+    Two ways to play the gain: :meth:`__call__` rescales a ready spectrogram's power (exact without
+    clipping; the level moves by ``2 log g``); :meth:`waveform` multiplies the waveform and makes the
+    spectrogram from it, so the front end clips loud rows to [-1, 1] as it does at test time and in
+    ``s2s generate --gain``; the level change is then measured (loudest-frame level after minus before),
+    and a clipped row's target moves less, as its spectrogram does."""
 
     direction: Tensor  # [D]
     p: float
@@ -98,15 +108,37 @@ class GainShift:
     high: float
     eps: float  # the spectrogram's log_eps
 
-    def __call__(self, spec: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
-        """``spec [B, 1, F, T]``, image features ``[B, D]`` -> both, shifted rows changed (targets keep their norm)."""
-        b = len(spec)
+    def draw(self, b: int) -> tuple[Tensor, Tensor]:
+        """(rows played at a gain ``[b]`` bool, their ``2 log g`` ``[b]``, 0 elsewhere)."""
         on = torch.rand(b) < self.p
         log_g = math.log(self.low) + torch.rand(b) * (math.log(self.high) - math.log(self.low))
-        s = (2 * log_g * on).to(spec.device)
+        return on, 2 * log_g * on
+
+    def move(self, features: Tensor, shift: Tensor, on: Tensor) -> Tensor:
+        """``features [B, D]`` with rows ``on`` moved by ``shift [B]`` (level units) x direction; each
+        target keeps its norm (l2 / l1 regress the raw features; world: norm ~19)."""
+        norm = features.norm(dim=1, keepdim=True)
+        moved = F.normalize(features, dim=1) + shift[:, None].to(features) * self.direction.to(features)
+        return torch.where(on.to(features.device)[:, None], F.normalize(moved, dim=1) * norm, features)
+
+    def __call__(self, spec: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
+        """``spec [B, 1, F, T]``, image features ``[B, D]`` -> both, shifted rows changed."""
+        on, s = self.draw(len(spec))
         if not bool(on.any()):
             return spec, features
-        norm = features.norm(dim=1, keepdim=True)  # kept: l2 / l1 regress the raw features (world: norm ~19)
-        moved = F.normalize(features, dim=1) + s[:, None].to(features.dtype) * self.direction.to(features)
-        return scale_power(spec, s, self.eps), torch.where(on.to(spec.device)[:, None],
-                                                           F.normalize(moved, dim=1) * norm, features)
+        s = s.to(spec.device)
+        return scale_power(spec, s, self.eps), self.move(features, s, on)
+
+    def waveform(self, wave: Tensor, features: Tensor, spec_fn: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+        """``wave [B, n]``, image features ``[B, D]`` -> (``spec_fn`` of the played waveforms
+        ``[B, 1, F, T]``, the features with the shifted rows moved by their measured level change)."""
+        on, s = self.draw(len(wave))
+        gain = (s / 2).exp().to(wave)
+        spec = spec_fn(wave * gain[:, None])
+        if not bool(on.any()):
+            return spec, features
+        idx = torch.nonzero(on).flatten().to(wave.device)
+        change = torch.zeros(len(wave), device=features.device)
+        change[idx.to(features.device)] = (clip_level(spec[idx], self.eps)
+                                           - clip_level(spec_fn(wave[idx]), self.eps)).to(features.device)
+        return spec, self.move(features, change, on)

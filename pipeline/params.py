@@ -309,6 +309,8 @@ class AudioEncoderParams:
     gain_range: tuple[float, float] = (0.25, 4.0)  # gains drawn log-uniformly from this range
     gain_clusters: int = 16  # k-means clusters of image features within which the level direction is fit
     gain_scale: float = 1.0  # the target's move per unit of level, as a multiple of the fitted slope
+    gain_on: Literal["waveform", "spectrogram"] = "waveform"  # waveform: clipped at full scale as at test time
+    ema_decay: float = 0.0  # validate and keep an exponential moving average of the weights (0: the weights)
 
     def __post_init__(self) -> None:
         if self.cache_mb < 0:
@@ -320,6 +322,8 @@ class AudioEncoderParams:
             raise ParamsError(f"audio_encoder.gain_range: expected 0 < low <= high, got {list(self.gain_range)}")
         if not self.gain_scale > 0:
             raise ParamsError(f"audio_encoder.gain_scale: expected a positive multiple, got {self.gain_scale}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ParamsError(f"audio_encoder.ema_decay: expected 0 (off) or a decay in (0, 1), got {self.ema_decay}")
         if self.gain_clusters < 1:
             raise ParamsError(f"audio_encoder.gain_clusters: expected at least 1, got {self.gain_clusters}")
         if self.gain_p > 0 and self.spectrogram.norm != "none":

@@ -2,7 +2,8 @@
 
 Reads the train and val shards' audio and the ``embed`` stage's features, trains with the loss named by
 the top-level ``loss`` param, validates on the val split after every epoch and keeps the checkpoint of
-the best val R@1 at ``out``. ``last`` holds everything needed to resume (model, optimizer, epoch, the
+the best val R@1 at ``out`` (with ``ema_decay``, the exponential moving average of the weights is what is
+validated and kept: ``pipeline.align_train.Ema``). ``last`` holds everything needed to resume (model, optimizer, epoch, the
 best state and the history); a rerun with the same settings continues from it, other settings start
 over. Metrics: ``reports/metrics.json`` (best epoch), ``epochs.csv`` and ``steps.csv`` (DVC plots).
 Run it plain or under ``torchrun --nproc_per_node N`` (same code, DDP).
@@ -113,10 +114,11 @@ def _streams(p: AudioEncoderParams, d: distributed.Dist, seed: int, shards: Path
     cache budget ``cache_mb`` goes to the train split first, what it leaves to val."""
     n = audio_input.n_samples(p.spectrogram)
     spec = audio_input.spectrogram_fn(p.spectrogram) if audio_input.in_workers(p.spectrogram, d.device) else None
+    wave_gain = p.gain_p > 0 and p.gain_on == "waveform"  # the step needs the training waveforms
     budget = p.cache_mb << 20
     train = AlignStream(shard_io.shard_urls(shards, "train"), train_t, n_samples=n, batch=p.batch, rank=d.rank,
                         world=d.world, seed=seed, shuffle_buffer=p.shuffle_buffer, split_by=p.split_by,
-                        spec_fn=spec, cache_bytes=budget)
+                        spec_fn=None if wave_gain else spec, cache_bytes=budget)
     val = AlignStream(shard_io.shard_urls(shards, "val"), val_t, n_samples=n, batch=p.batch, drop_last=False,
                       spec_fn=spec, cache_bytes=budget - train.cache_nbytes if d.main else 0)
     if budget:
@@ -149,8 +151,8 @@ def gain_shift(p: AudioEncoderParams, step: align_train.Step, batches: Iterable[
     if d.world > 1:
         direction = direction.to(d.device)
         torch.distributed.broadcast(direction, src=0)
-    log.info("gain augmentation: %.0f%% of rows at gains %s; level direction from %d pairs (norm %.4f per unit of "
-             "log power; %.0f%% of the level variance lies within the %d feature clusters)", 100 * p.gain_p,
+    log.info("gain augmentation on the %s: %.0f%% of rows at gains %s; level direction from %d pairs (norm %.4f per unit of "
+             "log power; %.0f%% of the level variance lies within the %d feature clusters)", p.gain_on, 100 * p.gain_p,
              list(p.gain_range), sum(len(v) for v in levels), float(direction.norm()), 100 * share, p.gain_clusters)
     return gain_augment.GainShift(direction.cpu() * p.gain_scale, p.gain_p, *p.gain_range, eps=p.spectrogram.log_eps)
 
@@ -163,14 +165,18 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
     opt = align_train.make_optimizer(p, model)
     key = run_key(p, loss, seed, embeddings)
     state = load_resume(last, key) or {}
+    ema = align_train.Ema(raw, p.ema_decay) if p.ema_decay > 0 else None
     if state:
         raw.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
     history, steps = list(state.get("history", [])), list(state.get("steps", []))
     best_state, best = state.get("best_model"), state.get("best")
     train_s, val_s = _streams(p, d, seed, shards, train_t, val_t)
     step = align_train.Step(model, opt, make_loss(loss, p.temperature), audio_input.spectrogram_fn(p.spectrogram),
-                            audio_input.masker(p.spectrogram), d, p.amp)
+                            audio_input.masker(p.spectrogram), d, p.amp, ema=(ema, raw) if ema else None)
+    judged = ema.module if ema is not None else raw  # the weights validated and kept
     centroids, labels = class_centroids(train_t), dict(zip(val_t.keys, val_t.labels))
     pin = d.device.type == "cuda"
     train_l, val_l = loader(train_s, p.workers, pin), loader(val_s, p.workers, pin) if d.main else None
@@ -190,7 +196,7 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
         steps += res.losses
         if d.main:
             row = dict(epoch=epoch + 1, step=len(steps), train_loss=_mean(res.losses),
-                       **align_train.validate(raw, counted(val_l, val_n), step,
+                       **align_train.validate(judged, counted(val_l, val_n), step,
                                               batch=p.batch, labels=labels, centroids=centroids),
                        train_samples_per_s=res.samples / max(res.seconds, 1e-9), skipped=res.skipped)
             if train_s.cache is not None or val_s.cache is not None:
@@ -201,11 +207,12 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
             log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
                                                   for k, v in row.items()})
             if _score(row) > _score(best):
-                best, best_state = row, {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
+                best, best_state = row, {k: v.detach().cpu().clone() for k, v in judged.state_dict().items()}
                 save_best(out, best_state, raw.config, p.spectrogram, step=len(steps), epoch=epoch + 1,
                           val_r1=row["val_r1"], loss=loss)
             save_checkpoint(last, raw, raw.config, step=len(steps), optimizer=opt.state_dict(), epoch=epoch,
-                            run_key=key, history=history, steps=steps, best_model=best_state, best=best)
+                            run_key=key, history=history, steps=steps, best_model=best_state, best=best,
+                            **({"ema": ema.state_dict()} if ema is not None else {}))
             write_reports(reports, history, steps, best)
         distributed.barrier(d)
     if d.main:  # also when a resumed run had nothing left to do: its reports are outputs too

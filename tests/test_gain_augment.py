@@ -78,6 +78,33 @@ def test_gain_shift_moves_louder_rows_along_the_direction() -> None:
     assert bool((torch.sign(along) == torch.sign(moved)).all())
 
 
+def test_waveform_gains_equal_spectrogram_gains_until_the_wave_clips() -> None:
+    """Same draws, same rows: without clipping the two ways agree (spectrograms and moved targets); a loud
+    row clipped at full scale gains less level, and its target moves less."""
+    from functools import partial
+    spec_fn = partial(logmel_spectrogram, **KW, log_eps=1e-12)
+    feats = 19 * F.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(1)), dim=1)
+    shift = ga.GainShift(F.normalize(torch.ones(8), dim=0) * 0.05, p=1.0, low=2.0, high=4.0, eps=1e-12)
+    x = quiet_waves()
+    torch.manual_seed(0)
+    s_spec, f_spec = shift(spec_fn(x), feats)
+    torch.manual_seed(0)
+    s_wave, f_wave = shift.waveform(x, feats, spec_fn)
+    torch.testing.assert_close(s_wave, s_spec, atol=2e-4, rtol=0)
+    torch.testing.assert_close(f_wave, f_spec, atol=1e-4, rtol=0)
+    loud = x * torch.tensor([1.0, 1.0, 1.0, 4.0])[:, None]  # peak 0.8: x2 .. x4 clips it
+    torch.manual_seed(0)
+    s_loud, f_loud = shift.waveform(loud, feats, spec_fn)
+    torch.manual_seed(0)
+    s_exact, f_exact = shift(spec_fn(loud), feats)  # what an unclipped gain would give
+    assert float((s_loud - s_exact)[3].abs().max()) > 0.5 and torch.equal(f_loud[:3], f_wave[:3])
+    gained = ga.clip_level(s_loud, 1e-12)[3] - ga.clip_level(spec_fn(loud), 1e-12)[3]
+    nominal = ga.clip_level(s_exact, 1e-12)[3] - ga.clip_level(spec_fn(loud), 1e-12)[3]
+    assert 0 < float(gained) < float(nominal) - 0.3
+    base = F.normalize(feats[3], dim=0)
+    assert 0 < float((F.normalize(f_loud[3], dim=0) - base).norm()) < float((F.normalize(f_exact[3], dim=0) - base).norm())
+
+
 def test_gain_params_are_checked() -> None:
     none = SpectrogramParams(norm="none")
     assert AudioEncoderParams(gain_p=0.5, spectrogram=none).gain_range == (0.25, 4.0)
@@ -91,3 +118,6 @@ def test_gain_params_are_checked() -> None:
         AudioEncoderParams(gain_p=0.5, gain_scale=0.0, spectrogram=none)
     with pytest.raises(ParamsError, match="log_eps"):
         SpectrogramParams(log_eps=0.0)
+    from pipeline.strict import from_dict
+    with pytest.raises(ParamsError, match="gain_on"):
+        from_dict(AudioEncoderParams, {"gain_on": "mel"}, where="audio_encoder")

@@ -82,6 +82,47 @@ def test_gain_augmentation_trains_and_resumes_identically(data: Path, tmp_path: 
     assert not np.allclose(steps(plain), steps(straight), rtol=0, atol=1e-4)  # the augmentation acts
 
 
+def test_ema_follows_the_weights_with_a_warm_up() -> None:
+    """After t updates the average moves by 1 - min(decay, (1 + t) / (10 + t)) toward the weights; integer
+    buffers (BatchNorm's batch count) are copied, not averaged."""
+    from pipeline.align_train import Ema
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = Ema(net, 0.9)
+    start = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net[1].num_batches_tracked += 5
+    ema.update(net)  # t = 1: weight 1 - 2/11
+    np.testing.assert_allclose(ema.module[0].weight, start + 9 / 11, rtol=0, atol=1e-6)
+    assert int(ema.module[1].num_batches_tracked) == 5
+    for _ in range(200):
+        ema.update(net)  # the decay caps at 0.9: the average converges to the weights
+    np.testing.assert_allclose(ema.module[0].weight, start + 1.0, rtol=0, atol=1e-6)
+    assert not ema.module[0].weight.requires_grad
+
+
+def test_ema_weights_are_validated_kept_and_resumed(data: Path, tmp_path: Path) -> None:
+    """With ema_decay the checkpoint kept is the average (not the last weights), and a resumed run continues
+    the same average."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(data, straight, epochs=3, ema_decay=0.9)
+    train(data, resumed, epochs=2, ema_decay=0.9)
+    train(data, resumed, epochs=3, ema_decay=0.9)
+    np.testing.assert_allclose(steps(resumed), steps(straight), rtol=0, atol=1e-6)
+    a, b = (torch.load(d / "last.pt", weights_only=True) for d in (straight, resumed))
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 3 * (23 // 8)
+    assert all(torch.allclose(a["ema"]["model"][k].float(), b["ema"]["model"][k].float(), atol=1e-6) for k in a["model"])
+    one = tmp_path / "one"
+    train(data, one, epochs=1, ema_decay=0.9)  # one epoch: it is the best, and the kept weights are its average
+    kept, last = torch.load(one / "audio_encoder.pt", weights_only=True), torch.load(one / "last.pt", weights_only=True)
+    assert all(torch.equal(kept["model"][k], last["ema"]["model"][k]) for k in kept["model"])
+    assert any(not torch.equal(kept["model"][k], last["model"][k]) for k in kept["model"])  # not the raw weights
+    plain = tmp_path / "plain"
+    train(data, plain, epochs=3)
+    assert "ema" not in torch.load(plain / "last.pt", weights_only=True)
+    np.testing.assert_allclose(steps(plain), steps(straight), rtol=0, atol=1e-6)  # the average does not train
+
+
 def test_other_settings_start_over(data: Path, tmp_path: Path) -> None:
     train(data, tmp_path, epochs=1)
     summary = train(data, tmp_path, loss="l2", epochs=1)  # loss changed: last.pt is not resumed
