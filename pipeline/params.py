@@ -309,7 +309,7 @@ class AudioEncoderParams:
     gain_range: tuple[float, float] = (0.25, 4.0)  # gains drawn log-uniformly from this range
     gain_clusters: int = 16  # k-means clusters of image features within which the level direction is fit
     gain_scale: float = 1.0  # the target's move per unit of level, as a multiple of the fitted slope
-    gain_on: Literal["waveform", "spectrogram"] = "waveform"  # waveform: clipped at full scale as at test time
+    gain_on: Literal["spectrogram", "waveform"] = "spectrogram"  # waveform: clipped at full scale as at test time
     ema_decay: float = 0.0  # validate and keep an exponential moving average of the weights (0: the weights)
 
     def __post_init__(self) -> None:
@@ -367,7 +367,7 @@ class EvaluateParams:
     n_noise: int = 8  # noise samples (images) per test clip; the same draws for every variant
     truncation: float | None = None  # BigGAN truncation of the noise (None: plain normal)
     gains: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # volume control: waveform gains
-    volume_noise: int = 2  # noise samples per clip and gain for the volume control
+    volume_noise: int = 8  # noise samples per clip and gain for the volume control
     mix_pairs: int = 48  # mixing control: at most this many pairs of test clips of different classes
     samples: int = 16  # grids written to reports/samples/ (first test clips)
     is_splits: int = 10  # Inception Score splits (fewer when there are under 20 images per split)

@@ -67,14 +67,17 @@ def test_resume_equals_an_uninterrupted_run(data: Path, tmp_path: Path, workers:
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
 
 
-def test_gain_augmentation_trains_and_resumes_identically(data: Path, tmp_path: Path, caplog) -> None:
+@pytest.mark.parametrize("gain_on", ["spectrogram", "waveform"])
+def test_gain_augmentation_trains_and_resumes_identically(data: Path, tmp_path: Path, caplog, gain_on: str) -> None:
     """The level direction is fit in a pass before the first epoch; a resumed run makes the same pass, so it
-    continues on the same draws and targets."""
-    kw = dict(workers=1, spectrogram=dataclasses.replace(TINY_SPEC, norm="none", log_eps=1e-12), gain_p=0.5)
+    continues on the same draws and targets (also when the gains are played on the waveform)."""
+    kw = dict(workers=1, spectrogram=dataclasses.replace(TINY_SPEC, norm="none", log_eps=1e-12), gain_p=0.5,
+              gain_on=gain_on)
     straight, resumed, plain = tmp_path / "straight", tmp_path / "resumed", tmp_path / "plain"
     with caplog.at_level("INFO", logger="stages.train_audio_encoder"):
         train(data, straight, epochs=2, **kw)
     assert "level direction from 16 pairs" in caplog.text  # 23 readable train pairs, full batches of 8
+    assert f"gain augmentation on the {gain_on}" in caplog.text
     train(data, resumed, epochs=1, **kw)
     train(data, resumed, epochs=2, **kw)
     np.testing.assert_allclose(steps(resumed), steps(straight), rtol=0, atol=1e-6)
