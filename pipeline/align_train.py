@@ -28,6 +28,7 @@ from models.audio_encoder import AudioEncoder, AudioEncoderConfig
 from models.sync_bn import convert_global_bn
 from pipeline import audio_input
 from pipeline.distributed import Dist, all_true
+from pipeline.gain_augment import GainShift
 from pipeline.params import AudioEncoderParams
 from pipeline.retrieval import centroid_accuracy, recall_at
 
@@ -105,7 +106,7 @@ class Step:
     mask_fn: Callable[[Tensor], Tensor] | None
     d: Dist
     amp: bool
-    gain: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None  # pipeline.gain_augment.GainShift
+    gain: GainShift | None = None  # played on ready spectrograms, or on the waveforms when the batch has no "spec"
     ema: tuple[Ema, nn.Module] | None = None  # (the average, the bare model it follows), updated every step
 
     def autocast(self) -> Any:

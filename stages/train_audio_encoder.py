@@ -3,8 +3,8 @@
 Reads the train and val shards' audio and the ``embed`` stage's features, trains with the loss named by
 the top-level ``loss`` param, validates on the val split after every epoch and keeps the checkpoint of
 the best val R@1 at ``out`` (with ``ema_decay``, the exponential moving average of the weights is what is
-validated and kept: ``pipeline.align_train.Ema``). ``last`` holds everything needed to resume (model, optimizer, epoch, the
-best state and the history); a rerun with the same settings continues from it, other settings start
+validated and kept: ``pipeline.align_train.Ema``). ``last`` holds everything needed to resume (model,
+optimizer, the average, epoch, the best state and the history); a rerun with the same settings continues from it, other settings start
 over. Metrics: ``reports/metrics.json`` (best epoch), ``epochs.csv`` and ``steps.csv`` (DVC plots).
 Run it plain or under ``torchrun --nproc_per_node N`` (same code, DDP).
 
@@ -151,9 +151,9 @@ def gain_shift(p: AudioEncoderParams, step: align_train.Step, batches: Iterable[
     if d.world > 1:
         direction = direction.to(d.device)
         torch.distributed.broadcast(direction, src=0)
-    log.info("gain augmentation on the %s: %.0f%% of rows at gains %s; level direction from %d pairs (norm %.4f per unit of "
-             "log power; %.0f%% of the level variance lies within the %d feature clusters)", p.gain_on, 100 * p.gain_p,
-             list(p.gain_range), sum(len(v) for v in levels), float(direction.norm()), 100 * share, p.gain_clusters)
+    log.info("gain augmentation on the %s: %.0f%% of rows at gains %s; level direction from %d pairs (norm %.4f "
+             "per unit of log power; %.0f%% of the level variance lies within the %d feature clusters)", p.gain_on,
+             100 * p.gain_p, list(p.gain_range), sum(len(v) for v in levels), float(direction.norm()), 100 * share, p.gain_clusters)
     return gain_augment.GainShift(direction.cpu() * p.gain_scale, p.gain_p, *p.gain_range, eps=p.spectrogram.log_eps)
 
 
@@ -175,7 +175,7 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
     best_state, best = state.get("best_model"), state.get("best")
     train_s, val_s = _streams(p, d, seed, shards, train_t, val_t)
     step = align_train.Step(model, opt, make_loss(loss, p.temperature), audio_input.spectrogram_fn(p.spectrogram),
-                            audio_input.masker(p.spectrogram), d, p.amp, ema=(ema, raw) if ema else None)
+                            audio_input.masker(p.spectrogram), d, p.amp, ema=None if ema is None else (ema, raw))
     judged = ema.module if ema is not None else raw  # the weights validated and kept
     centroids, labels = class_centroids(train_t), dict(zip(val_t.keys, val_t.labels))
     pin = d.device.type == "cuda"
