@@ -19,12 +19,11 @@ sounds) and the feature a noisy reading of its size, so on the world the slope m
 image features by 0.4 px per unit of level where the world's own pairs show 4.3 px (regression of size on
 level within a class; 9.1 the other way round): ``gain_scale`` (params) makes up for it.
 
-With ``gain_on: waveform`` the waveform is multiplied and the spectrogram made from it, so
-loud rows clip at full scale exactly as in the evaluation's volume control (at gain 4, 79% of the world's
-test clips clip, 13% of their samples on average) and the target moves by the measured level change;
-``gain_on: spectrogram`` (the default; on the world it kept the volume control steadier: docs/align.md)
-rescales a ready spectrogram's power (``power * g^2``, then the log with the same
-``eps``), exact but for that clipping. Both need the un-normalised front end (``spectrogram.norm: none``),
+With ``gain_on: waveform`` the waveform is multiplied and the spectrogram made from it, so loud rows clip at
+full scale exactly as in the evaluation's volume control (at gain 4, 79% of the world's test clips clip, 13%
+of their samples on average) and the target moves by the measured level change; ``gain_on: spectrogram``
+(the default; on the world it kept the volume control steadier: docs/align.md) rescales a ready
+spectrogram's power (``power * g^2``, then the log with the same ``eps``), exact but for that clipping. Both need the un-normalised front end (``spectrogram.norm: none``),
 as the paper's per-clip z-score removes any gain.
 """
 from __future__ import annotations

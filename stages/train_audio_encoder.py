@@ -4,8 +4,8 @@ Reads the train and val shards' audio and the ``embed`` stage's features, trains
 the top-level ``loss`` param, validates on the val split after every epoch and keeps the checkpoint of
 the best val R@1 at ``out`` (with ``ema_decay``, the exponential moving average of the weights is what is
 validated and kept: ``pipeline.align_train.Ema``). ``last`` holds everything needed to resume (model,
-optimizer, the average, epoch, the best state and the history); a rerun with the same settings continues from it, other settings start
-over. Metrics: ``reports/metrics.json`` (best epoch), ``epochs.csv`` and ``steps.csv`` (DVC plots).
+optimizer, the average, epoch, the best state and the history); a rerun with the same settings continues
+from it, other settings start over. Metrics: ``reports/metrics.json`` (best epoch), ``epochs.csv`` and ``steps.csv`` (DVC plots).
 Run it plain or under ``torchrun --nproc_per_node N`` (same code, DDP).
 
 With ``audio_encoder.checkpoint`` set (e.g. the published ``sound2scene.pth``) nothing is trained: the
@@ -153,7 +153,8 @@ def gain_shift(p: AudioEncoderParams, step: align_train.Step, batches: Iterable[
         torch.distributed.broadcast(direction, src=0)
     log.info("gain augmentation on the %s: %.0f%% of rows at gains %s; level direction from %d pairs (norm %.4f "
              "per unit of log power; %.0f%% of the level variance lies within the %d feature clusters)", p.gain_on,
-             100 * p.gain_p, list(p.gain_range), sum(len(v) for v in levels), float(direction.norm()), 100 * share, p.gain_clusters)
+             100 * p.gain_p, list(p.gain_range), sum(len(v) for v in levels), float(direction.norm()), 100 * share,
+             p.gain_clusters)
     return gain_augment.GainShift(direction.cpu() * p.gain_scale, p.gain_p, *p.gain_range, eps=p.spectrogram.log_eps)
 
 
