@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from models.image_encoder import ImageEncoder
+from models.checkpoint import read_checkpoint
+from models.image_encoder import PUBLISHED_INPUT, ImageEncoder
 from pipeline import features, shard_io
 from pipeline.devices import pick_device
 from pipeline.manifests import tmp_name
@@ -82,11 +83,24 @@ def embed_split(encoder: ImageEncoder, urls: list[str], p: EmbedParams, device: 
     return skipped
 
 
+def check_input_size(p: EmbedParams, blob: dict) -> None:
+    """Raise ValueError when the checkpoint says which input size it was trained at and
+    ``embed.image_size`` asks for another (features at another size are not the encoder's features)."""
+    trained = blob.get("input_size") if "model" in blob else None
+    asked = PUBLISHED_INPUT if p.image_size is None else p.image_size
+    if trained is not None and int(trained) != asked:
+        setting = "null (the published 224)" if p.image_size is None else str(p.image_size)
+        raise ValueError(f"embed.image_size is {setting} but the image encoder was trained on {int(trained)} px "
+                         f"inputs: set embed.image_size: {int(trained) if int(trained) != PUBLISHED_INPUT else 'null'}")
+
+
 def run(p: EmbedParams, *, shards: Path, encoder: Path, out_dir: Path,
         splits: tuple[str, ...] = SPLITS) -> dict[str, dict[str, int]]:
     """Write ``out_dir/{split}.npy`` + ``.parquet`` for each split; return {split: {total, ok, skipped}}."""
     device = pick_device(p.device)
-    model = ImageEncoder.from_checkpoint(encoder).eval().to(device)
+    blob = read_checkpoint(encoder)
+    check_input_size(p, blob)
+    model = ImageEncoder.from_checkpoint(blob).eval().to(device)
     out_dir = Path(out_dir)
     tmp = tmp_name(out_dir)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,32 @@ def test_feature_writer_streams_batches_into_one_npy(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="duplicate keys"):
         w.finish()
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_image_size_must_match_the_encoders_training_size(data: Path, tmp_path: Path) -> None:
+    """An encoder trained on 96 px crops, embedded at 64 px, would give features it never learned: refused."""
+    from models.checkpoint import read_checkpoint, save_checkpoint
+
+    blob = read_checkpoint(data / "image_encoder.pt")
+    model = ImageEncoder.from_checkpoint(blob)
+    save_checkpoint(tmp_path / "enc96.pt", model, model.config, step=1, input_size=96)
+    for size, setting in ((64, "64"), (None, "null (the published 224)")):
+        message = f"embed.image_size is {setting} but the image encoder was trained on 96 px inputs"
+        with pytest.raises(ValueError, match=re.escape(message + ": set embed.image_size: 96")):
+            embed.run(EmbedParams(image_size=size, batch=4, workers=0, device="cpu"), shards=data / "shards",
+                      encoder=tmp_path / "enc96.pt", out_dir=tmp_path / "emb")
+    assert not (tmp_path / "emb").exists()
+    summary = embed.run(EmbedParams(image_size=96, batch=4, workers=0, device="cpu"), shards=data / "shards",
+                        encoder=tmp_path / "enc96.pt", out_dir=tmp_path / "emb", splits=("val",))
+    assert summary == {"val": dict(total=3, ok=3, skipped=0)}
+    import subprocess
+    import sys
+
+    params = tmp_path / "params.yaml"
+    params.write_text("embed: {image_size: 64, batch: 8, workers: 0, device: cpu}\n")
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "stage", "embed", "--params", str(params),
+                          "--shards", str(data / "shards"), "--out-dir", str(tmp_path / "emb2"),
+                          "--encoder", str(tmp_path / "enc96.pt")], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == ("error: embed.image_size is 64 but the image encoder was trained on 96 px inputs: "
+                                  "set embed.image_size: 96")
