@@ -121,6 +121,7 @@ class ImageEncoderParams:
     group_size: int = 0  # frames of one clip per batch (0: independent images); needs video_id rows
     objective: Literal["swav", "nt_xent"] = "swav"  # nt_xent: SimCLR's loss on the two global views
     nce_temperature: float = 0.2  # NT-Xent temperature
+    hard_negatives: float = 0.0  # NT-Xent: weight of a negative ~ exp(beta x its logit) (0: plain NT-Xent)
     bg_swap: float = 0.0  # chance per view of pasting its foreground onto another clip's scene; needs video_id
     min_foreground: float = 0.0  # train only on frames with at least this foreground share; needs video_id
     crop_scale: tuple[float, float] = (0.35, 1.0)  # area range of the two global crops (share of the image)
@@ -137,6 +138,8 @@ class ImageEncoderParams:
             raise ParamsError(f"image_encoder.min_foreground: expected a share in [0, 1), got {self.min_foreground}")
         if not self.nce_temperature > 0:
             raise ParamsError(f"image_encoder.nce_temperature: expected > 0, got {self.nce_temperature}")
+        if not self.hard_negatives >= 0:
+            raise ParamsError(f"image_encoder.hard_negatives: expected >= 0, got {self.hard_negatives}")
         if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
             raise ParamsError(f"image_encoder.crop_scale: expected [min, max] with 0 < min <= max <= 1, "
                               f"got {list(self.crop_scale)}")

@@ -59,6 +59,7 @@ class SwavRecipe:
     group_size: int = 0  # frames per clip in a batch (0: images drawn independently)
     objective: str = "swav"  # swav: swapped prediction | nt_xent: SimCLR's loss on the two global views
     nce_temperature: float = 0.2  # NT-Xent temperature
+    hard_negatives: float = 0.0  # NT-Xent: negatives weighted by exp(beta x logit) (0: plain NT-Xent)
     bg_swap: float = 0.0  # chance per view of pasting the frame's foreground onto another clip's scene
     min_foreground: float = 0.0  # train only on frames whose foreground covers at least this share
     crop_scale: tuple[float, float] = (0.35, 1.0)  # area range of the global crops (share of the image)
@@ -95,10 +96,14 @@ def swapped_loss(scores: list[Tensor], n_global: int, temperature: float, epsilo
     return total / (n_global * (len(scores) - 1))
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float, hard_negatives: float = 0.0) -> Tensor:
     """SimCLR's NT-Xent (Chen et al. 2020) of two views ``z1, z2: Tensor[B, D]`` of the same B images:
     each of the 2B rows must pick its other view among the 2B - 1 other rows by cosine / ``temperature``
-    (chance level: log(2B - 1)); scalar, averaged over the 2B rows, computed in float32."""
+    (chance level: log(2B - 1)); scalar, averaged over the 2B rows, computed in float32.
+
+    ``hard_negatives`` = beta > 0 weights each row's negatives by ``exp(beta * logit)``, rescaled to mean 1
+    (Robinson et al. 2021, without their debiasing): the negatives most like the row, here frames of the
+    same colour, count most, so the encoder must tell them apart by shape and texture."""
     if z1.ndim != 2 or z1.shape != z2.shape:
         raise ValueError(f"expected two [B, D] views of one shape, got {list(z1.shape)} and {list(z2.shape)}")
     if not temperature > 0:
@@ -107,6 +112,11 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     sim = (z @ z.t() / temperature).fill_diagonal_(float("-inf"))
     b = z1.shape[0]
     target = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(sim.device)
+    if hard_negatives > 0:
+        negative = torch.ones_like(sim, dtype=torch.bool).fill_diagonal_(False)
+        negative[torch.arange(2 * b), target] = False
+        weight = torch.log_softmax((hard_negatives * sim).masked_fill(~negative, float("-inf")), dim=1)
+        sim = sim + (weight + math.log(2 * b - 2)).masked_fill(~negative, 0.0).detach()
     return F.cross_entropy(sim, target)
 
 
@@ -207,7 +217,7 @@ def _loss(model: ImageEncoder, zs: list[Tensor], scores: list[Tensor], queue: Te
     SwAV's swapped prediction over every view's ``scores`` ``[B, K]`` with the ``queue`` ``[2, Q, D]`` of
     earlier global embeddings in each Sinkhorn problem once ``warm`` (the queue has been filled)."""
     if r.objective == "nt_xent":
-        return nt_xent(zs[0], zs[1], r.nce_temperature), queue
+        return nt_xent(zs[0], zs[1], r.nce_temperature, r.hard_negatives), queue
     queued = [queue[i] @ model.prototypes.weight.detach().t() for i in range(2)] if r.queue and warm else None
     loss = swapped_loss(scores, 2, r.temperature, r.epsilon, r.sinkhorn_iters, queued)
     if r.queue:

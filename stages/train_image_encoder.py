@@ -35,7 +35,8 @@ def recipe(p: ImageEncoderParams) -> swav.SwavRecipe:
                            freeze_prototypes_steps=p.freeze_prototypes_steps, seed=p.seed, jitter=p.jitter,
                            hue_p=p.hue_p, grey_p=p.grey_p, queue=p.queue,
                            group_size=p.group_size, amp=p.amp, objective=p.objective,
-                           nce_temperature=p.nce_temperature, bg_swap=p.bg_swap,
+                           nce_temperature=p.nce_temperature,
+                           hard_negatives=p.hard_negatives, bg_swap=p.bg_swap,
                            min_foreground=p.min_foreground, crop_scale=p.crop_scale)
 
 

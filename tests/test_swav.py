@@ -17,7 +17,7 @@ from models.image_encoder import ImageEncoder
 from pipeline import metrics, swav
 from pipeline.augment import diff_augment, hue_shuffle, random_resized_crop
 from pipeline.image_store import clip_groups, read_images
-from pipeline.params import ImageEncoderParams
+from pipeline.params import ImageEncoderParams, ParamsError
 from stages import train_image_encoder as stage
 
 TINY = ImageEncoderParams(lr=1e-3, width=2, hidden_dim=16, proj_dim=8, n_prototypes=6, steps=4, batch=8, crop_size=32,
@@ -76,6 +76,27 @@ def test_nt_xent_by_hand_at_chance_and_when_views_agree():
     with pytest.raises(ValueError, match="two \\[B, D\\] views"):
         swav.nt_xent(z1, z2[:3], 0.3)
 
+
+
+def test_nt_xent_hard_negatives_by_hand():
+    """beta > 0: each negative's exp(logit) is weighted by (2B - 2) softmax(beta x logit) over the negatives."""
+    torch.manual_seed(1)
+    z1, z2 = torch.randn(4, 6), torch.randn(4, 6)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    terms = []
+    for i in range(8):
+        pos = (i + 4) % 8
+        neg = torch.stack([z[i] @ z[j] / 0.3 for j in range(8) if j not in (i, pos)])
+        w = 6 * torch.softmax(2.0 * neg, 0)
+        logit_pos = z[i] @ z[pos] / 0.3
+        terms.append(-(logit_pos - torch.log(logit_pos.exp() + (w * neg.exp()).sum())))
+    assert torch.isclose(swav.nt_xent(z1, z2, 0.3, hard_negatives=2.0), torch.stack(terms).mean(), atol=1e-5)
+    same = torch.ones(4, 3)  # all negatives alike: the weights are all 1, the plain loss
+    assert torch.isclose(swav.nt_xent(same, same, 0.5, hard_negatives=3.0), torch.tensor(math.log(7)))
+    # a close negative costs more once it is weighted up
+    assert swav.nt_xent(z1, z2, 0.3, hard_negatives=2.0) > swav.nt_xent(z1, z2, 0.3)
+    with pytest.raises(ParamsError, match="image_encoder.hard_negatives: expected >= 0, got -1"):
+        dataclasses.replace(TINY, hard_negatives=-1.0)
 
 def test_augmentations_keep_shapes_and_ranges() -> None:
     g = torch.Generator().manual_seed(0)
