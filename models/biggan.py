@@ -48,7 +48,9 @@ class _CommonConfig:
 
     n_classes [n_classes], class_cond [class_cond], instance_cond [instance_cond], feat_dim (2048:
     ResNet-50 features; hard-wired in the published code), sn_eps [SN_eps], num_svs [num_G_SVs /
-    num_D_SVs], num_itrs [num_G_SV_itrs / num_D_SV_itrs], init [G_init / D_init].
+    num_D_SVs], num_itrs [num_G_SV_itrs / num_D_SV_itrs], init [G_init / D_init]. centre_features (ours,
+    not in the published code): the instance feature becomes ``unit(unit(h) - m)`` before its linear layer,
+    ``m`` a stored buffer (``feature_centre.mean``), set to the training corpus' mean unit feature.
     """
 
     n_classes: int = 1000
@@ -59,6 +61,7 @@ class _CommonConfig:
     num_svs: int = 1
     num_itrs: int = 1
     init: str = "ortho"
+    centre_features: bool = False
 
 
 def _common_from_icgan(config: Mapping[str, Any], net: str) -> dict[str, Any]:
@@ -148,6 +151,22 @@ class DiscriminatorConfig(_CommonConfig):
         )
 
 
+class FeatureCentre(nn.Module):
+    """``h [B, D] -> unit(unit(h) - mean)``: the instance feature measured from the corpus' mean direction.
+
+    The features of one encoder share most of their direction (the world's: mean unit feature of norm 0.84),
+    so what tells two classes apart is a small part of each; centring makes it the whole of the input the
+    spectrally normalised linear layer sees. A zero ``mean`` is the identity on unit features."""
+
+    def __init__(self, feat_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(feat_dim))
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(F.normalize(feature.float(), dim=1) - self.mean.float(), dim=1)
+        return x.to(feature.dtype)
+
+
 def init_weights(module: nn.Module, style: str) -> None:
     """Published init of every Conv2d / Linear / Embedding weight: 'ortho', 'N02' or 'xavier'/'glorot'."""
     for m in module.modules():
@@ -188,6 +207,7 @@ class Generator(nn.Module):
         self.shared_feat: nn.Module = (
             sn.linear(cfg.feat_dim, cfg.shared_dim_feat) if cfg.shared_feat else nn.Identity()
         )
+        self.feature_centre = FeatureCentre(cfg.feat_dim) if cfg.centre_features else None
         width = [cfg.ch * m for m in _G_IN[cfg.resolution]]
         out = [cfg.ch * m for m in _G_OUT[cfg.resolution]]
         self.linear = sn.linear(self.dim_z // self.num_slots, width[0] * cfg.bottom_width**2)
@@ -208,6 +228,8 @@ class Generator(nn.Module):
         if label is not None:
             parts.append(self.shared(label))
         if feature is not None:
+            if self.feature_centre is not None:
+                feature = self.feature_centre(feature)
             parts.append(self.shared_feat(feature))
         if not parts:
             raise ValueError("give a label and/or an instance feature")
@@ -257,6 +279,7 @@ class Discriminator(nn.Module):
         proj_dim = out[-1] // 2 if cfg.class_cond and cfg.instance_cond else out[-1]
         if cfg.instance_cond:
             self.linear_feat = sn.linear(cfg.feat_dim, proj_dim)
+        self.feature_centre = FeatureCentre(cfg.feat_dim) if cfg.centre_features else None
         if cfg.class_cond:
             self.embed = sn.embedding(cfg.n_classes, proj_dim)
         if not skip_init:
@@ -275,6 +298,8 @@ class Discriminator(nn.Module):
         if label is not None:
             parts.append(self.embed(label))
         if feature is not None:
+            if self.feature_centre is not None:
+                feature = self.feature_centre(feature)
             parts.append(self.linear_feat(feature))
         if parts:
             out = out + torch.sum(torch.cat(parts, dim=-1) * h, 1, keepdim=True)

@@ -92,6 +92,14 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=r.d_lr, betas=r.betas, eps=1e-6)
         self.steps = 0
 
+    def set_feature_centre(self, mean: Tensor) -> None:
+        """Store ``mean`` ``[D]`` (the corpus' mean unit feature) in G, D and EMA G, built with
+        ``centre_features``; each then conditions on ``unit(unit(h) - mean)``."""
+        for net in (self.G, self.D, self.G_ema):
+            if net.feature_centre is None:
+                raise ValueError("the networks were built without centre_features")
+            net.feature_centre.mean.copy_(mean.to(net.feature_centre.mean))
+
     def _batch(self, real_u8: Tensor, feats: Tensor, nbrs: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         """(real images [B, 3, R, R] in [-1, 1], conditioning features [B, D]) for one D update."""
         n, k = nbrs.shape

@@ -159,6 +159,7 @@ class GeneratorParams:
     min_foreground: float = 0.0  # train on frames whose foreground (vs the clip's median scene) covers this share
     k_neighbours: int = 10
     feature_weight: float = 0.0  # G also minimises this x (1 - cos(encoder(fake), h)) (0: off, plain IC-GAN)
+    centre_features: bool = False  # G and D see unit(h - corpus mean) (README "The visual half")
     batch: int = 32
     g_lr: float = 4e-4
     d_lr: float = 4e-4

@@ -1,0 +1,75 @@
+"""generator.centre_features: G and D condition on unit(unit(h) - m), m the corpus' mean unit feature."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from image_corpus import write_corpus
+
+from models.biggan import Discriminator, DiscriminatorConfig, FeatureCentre, Generator, GeneratorConfig
+from models.biggan_io import load_generator
+from models.image_encoder import load_encoder
+from pipeline import icgan
+from pipeline.params import GeneratorParams, ImageEncoderParams
+from stages import train_generator, train_image_encoder
+
+ENC = ImageEncoderParams(lr=1e-3, width=2, hidden_dim=16, proj_dim=8, n_prototypes=6, steps=2, batch=8, crop_size=32,
+                         small_crops=1, small_size=16, knn_k=3)
+GEN = GeneratorParams(resolution=32, g_ch=4, d_ch=4, dim_z=16, shared_dim_feat=8, k_neighbours=3, batch=4,
+                      steps=2, sample_every=2, checkpoint_every=2, eval_frames=8, ema_start=1, fid_every=0,
+                      fid_images=16, centre_features=True)
+SMALL = dict(ch=4, dim_z=16, resolution=32, attn="0", shared_dim=8, shared_dim_feat=8, n_classes=1, feat_dim=6)
+
+
+def test_feature_centre_by_hand() -> None:
+    torch.manual_seed(0)
+    h = torch.randn(5, 6)
+    centre = FeatureCentre(6)
+    assert torch.allclose(centre(h), F.normalize(h, dim=1))  # zero mean: just the unit feature
+    m = F.normalize(torch.randn(6), dim=0) * 0.8
+    centre.mean.copy_(m)
+    expected = (F.normalize(h, dim=1) - m) / (F.normalize(h, dim=1) - m).norm(dim=1, keepdim=True)
+    assert torch.allclose(centre(h), expected, atol=1e-6)
+    assert centre(h.bfloat16()).dtype == torch.bfloat16
+
+
+def test_option_off_keeps_the_published_keys_and_on_adds_one_buffer() -> None:
+    plain, centred = Generator(GeneratorConfig(**SMALL)), Generator(GeneratorConfig(**SMALL, centre_features=True))
+    assert plain.feature_centre is None and "feature_centre.mean" not in plain.state_dict()
+    assert set(centred.state_dict()) - set(plain.state_dict()) == {"feature_centre.mean"}
+    d = Discriminator(DiscriminatorConfig(ch=4, resolution=32, attn="0", n_classes=1, feat_dim=6, centre_features=True))
+    assert "feature_centre.mean" in d.state_dict()
+    # the same weights and a zero mean draw the same images as the plain G from unit features
+    centred.load_state_dict({**plain.state_dict(), "feature_centre.mean": torch.zeros(6)})
+    z, h = torch.randn(3, plain.dim_z), F.normalize(torch.randn(3, 6), dim=1)
+    with torch.no_grad():
+        assert torch.allclose(plain.eval()(z, feature=h), centred.eval()(z, feature=h), atol=1e-6)
+        centred.feature_centre.mean.fill_(0.3)
+        assert not torch.allclose(plain(z, feature=h), centred(z, feature=h), atol=1e-3)
+
+
+def test_trainer_refuses_a_centre_for_networks_built_without_one() -> None:
+    g, d = GeneratorConfig(**SMALL), DiscriminatorConfig(ch=4, resolution=32, attn="0", n_classes=1, feat_dim=6)
+    trainer = icgan.Trainer(g, d, train_generator.recipe(GEN))
+    with pytest.raises(ValueError, match="built without centre_features"):
+        trainer.set_feature_centre(torch.zeros(6))
+
+
+def test_stage_stores_the_corpus_mean_and_generation_uses_it(tmp_path: Path) -> None:
+    root = write_corpus(tmp_path)
+    train_image_encoder.run(ENC, images=root, out=root / "enc.pt", report=root / "enc.json")
+    out = root / "gen.pt"
+    train_generator.run(GEN, encoder=root / "enc.pt", images=root, out=out, reports=root / "rep")
+    G = load_generator(out)
+    assert G.cfg.centre_features and G.feature_centre is not None
+    enc, size = load_encoder(root / "enc.pt")
+    _, feats, _ = train_generator._corpus(enc, size, root, GEN)
+    assert torch.allclose(G.feature_centre.mean, feats.mean(0), atol=1e-6)
+    assert 0.0 < float(G.feature_centre.mean.norm()) < 1.0
+    # with the option off the same stage writes a G without the buffer
+    plain = dataclasses.replace(GEN, centre_features=False)
+    train_generator.run(plain, encoder=root / "enc.pt", images=root, out=root / "plain.pt", reports=root / "rep2")
+    assert load_generator(root / "plain.pt").feature_centre is None
