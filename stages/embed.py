@@ -13,7 +13,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import Tensor
@@ -83,7 +83,7 @@ def embed_split(encoder: ImageEncoder, urls: list[str], p: EmbedParams, device: 
     return skipped
 
 
-def check_input_size(p: EmbedParams, blob: dict) -> None:
+def check_input_size(p: EmbedParams, blob: Mapping[str, Any]) -> None:
     """Raise ValueError when the checkpoint says which input size it was trained at and
     ``embed.image_size`` asks for another (features at another size are not the encoder's features)."""
     trained = blob.get("input_size") if "model" in blob else None
