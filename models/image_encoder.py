@@ -85,5 +85,11 @@ def load_encoder(src: Source) -> tuple[ImageEncoder, int]:
     """
     blob: Mapping[str, Any] = read_checkpoint(src)
     model = load_model(ImageEncoder, ImageEncoderConfig, blob, official_prefix=ImageEncoder.official_prefix)
-    size = int(blob.get("input_size", PUBLISHED_INPUT)) if "model" in blob else PUBLISHED_INPUT
-    return model.eval(), size
+    return model.eval(), stored_input_size(blob) or PUBLISHED_INPUT
+
+
+def stored_input_size(blob: Mapping[str, Any]) -> int | None:
+    """The input size an own checkpoint says its encoder was trained on; None when it does not say (a
+    published file, or an own file written without ``input_size``)."""
+    size = blob.get("input_size") if "model" in blob else None
+    return None if size is None else int(size)

@@ -21,8 +21,8 @@ from torch import Tensor
 from models.audio_encoder import AudioEncoder
 from models.biggan import Generator
 from models.biggan_io import load_generator
-from models.checkpoint import CheckpointMismatchError, read_checkpoint
-from models.image_encoder import ImageEncoder
+from models.checkpoint import CheckpointMismatchError
+from models.image_encoder import PUBLISHED_INPUT, ImageEncoder, load_encoder
 from pipeline import audio_input
 from pipeline.embed_audio import load_encoder as load_audio_encoder
 from pipeline.inputs import InputError
@@ -31,7 +31,6 @@ from pipeline.preprocess import encoder_input, resized_input
 
 DEFAULTS = (Path("artifacts/audio_encoder.pt"), Path("artifacts/generator.pt"), Path("artifacts/image_encoder.pt"))
 OFFICIAL_SWAV = ("swav.pth.tar", "swav_800ep_pretrain.pth.tar")
-PUBLISHED_INPUT = 224  # the published image-encoder input: Resize 256, bicubic to 224
 T = TypeVar("T")
 
 
@@ -72,12 +71,6 @@ def _load(path: Path, what: str, fn: Callable[[Path], T]) -> T:
                          f"{type(exc).__name__})") from None
 
 
-def _image_encoder(path: Path) -> tuple[ImageEncoder, int]:
-    blob = read_checkpoint(path)
-    size = int(blob.get("input_size", PUBLISHED_INPUT)) if "model" in blob else PUBLISHED_INPUT
-    return ImageEncoder.from_checkpoint(blob).eval(), size
-
-
 @dataclass
 class Models:
     """The loaded models (eval mode, on ``device``); ``audio`` / ``image`` are None when not asked for."""
@@ -110,7 +103,7 @@ def load(files: ModelFiles, device: torch.device, *, audio: bool = True, image: 
         m.audio, m.spec = _load(files.audio, "audio encoder", lambda p: load_audio_encoder(p, device))
         _check_dim(m.audio.config.embed_dim, "audio encoder", G, files)
     if image:
-        enc, m.image_size = _load(files.image, "image encoder", _image_encoder)
+        enc, m.image_size = _load(files.image, "image encoder", load_encoder)
         m.image = enc.to(device)
         _check_dim(m.image.out_dim, "image encoder", G, files)
     return m

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from models.checkpoint import read_checkpoint
-from models.image_encoder import PUBLISHED_INPUT, ImageEncoder
+from models.image_encoder import PUBLISHED_INPUT, ImageEncoder, stored_input_size
 from pipeline import features, shard_io
 from pipeline.devices import pick_device
 from pipeline.manifests import tmp_name
@@ -86,12 +86,12 @@ def embed_split(encoder: ImageEncoder, urls: list[str], p: EmbedParams, device: 
 def check_input_size(p: EmbedParams, blob: Mapping[str, Any]) -> None:
     """Raise ValueError when the checkpoint says which input size it was trained at and
     ``embed.image_size`` asks for another (features at another size are not the encoder's features)."""
-    trained = blob.get("input_size") if "model" in blob else None
+    trained = stored_input_size(blob)
     asked = PUBLISHED_INPUT if p.image_size is None else p.image_size
-    if trained is not None and int(trained) != asked:
+    if trained is not None and trained != asked:
         setting = "null (the published 224)" if p.image_size is None else str(p.image_size)
-        raise ValueError(f"embed.image_size is {setting} but the image encoder was trained on {int(trained)} px "
-                         f"inputs: set embed.image_size: {int(trained) if int(trained) != PUBLISHED_INPUT else 'null'}")
+        raise ValueError(f"embed.image_size is {setting} but the image encoder was trained on {trained} px "
+                         f"inputs: set embed.image_size: {trained if trained != PUBLISHED_INPUT else 'null'}")
 
 
 def run(p: EmbedParams, *, shards: Path, encoder: Path, out_dir: Path,
