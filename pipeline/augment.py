@@ -13,9 +13,10 @@ from torch import Tensor
 
 
 def random_resized_crop(x: Tensor, size: int, scale: tuple[float, float], gen: torch.Generator,
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Tensor:
-    """A random crop of area ``scale`` x the image (aspect ``ratio``), flipped with p = 0.5, resampled
-    bilinearly to ``size``: ``Tensor[B, 3, H, W]`` -> ``Tensor[B, 3, size, size]``."""
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), rotate: float = 0.0) -> Tensor:
+    """A random crop of area ``scale`` x the image (aspect ``ratio``), flipped with p = 0.5, turned by a
+    uniform angle in [-rotate, rotate] degrees (0: no turn and no extra random draw), resampled bilinearly
+    to ``size`` (reflection outside the image): ``Tensor[B, 3, H, W]`` -> ``Tensor[B, 3, size, size]``."""
     b = x.shape[0]
     area = torch.empty(b).uniform_(*scale, generator=gen)
     log_r = torch.empty(b).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
@@ -27,6 +28,45 @@ def random_resized_crop(x: Tensor, size: int, scale: tuple[float, float], gen: t
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    if rotate > 0:
+        a = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(rotate)
+        turn = torch.stack([torch.stack([a.cos(), -a.sin()], 1), torch.stack([a.sin(), a.cos()], 1)], 1)
+        theta[:, :, :2] = turn @ theta[:, :, :2]  # output coords scaled into the crop, then turned about its centre
+    grid = F.affine_grid(theta.to(x), [b, 3, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def mask_boxes(mask: Tensor) -> Tensor:
+    """Bounding box of each mask's nonzero pixels as (centre x, centre y, half width, half height) in
+    ``affine_grid`` coordinates ([-1, 1]): ``Tensor[B, 1, H, W]`` -> ``Tensor[B, 4]``; an empty mask gives
+    the whole image (0, 0, 1, 1)."""
+    b, _, h, w = mask.shape
+    cols, rows = mask.amax(dim=(1, 2)) > 0, mask.amax(dim=(1, 3)) > 0  # [B, W], [B, H]
+
+    def extent(on: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        idx = torch.arange(n, device=on.device).expand_as(on)
+        lo = torch.where(on, idx, n).amin(1).float()
+        hi = torch.where(on, idx, -1).amax(1).float() + 1
+        empty = ~on.any(1)
+        lo, hi = torch.where(empty, 0.0, lo), torch.where(empty, float(n), hi)
+        return (lo + hi) / n - 1, (hi - lo) / n  # centre, half extent in [-1, 1] units
+
+    cx, hw = extent(cols, w)
+    cy, hh = extent(rows, h)
+    return torch.stack([cx, cy, hw, hh], 1).cpu()
+
+
+def box_crop(x: Tensor, boxes: Tensor, size: int, gen: torch.Generator,
+             margin: tuple[float, float] = (1.2, 1.8)) -> Tensor:
+    """A square crop around each box (``Tensor[B, 4]`` from :func:`mask_boxes`) of side ``margin`` x the
+    box's longer side (uniform in the range, at most the whole image), flipped with p = 0.5, resampled to
+    ``size``: a zoom onto the frame's foreground. ``Tensor[B, 3, H, W]`` -> ``Tensor[B, 3, size, size]``."""
+    b = x.shape[0]
+    half = (boxes[:, 2:].amax(1) * torch.empty(b).uniform_(*margin, generator=gen)).clamp(max=1.0)
+    flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = half * flip, boxes[:, 0].clamp(-1 + half, 1 - half)
+    theta[:, 1, 1], theta[:, 1, 2] = half, boxes[:, 1].clamp(-1 + half, 1 - half)
     grid = F.affine_grid(theta.to(x), [b, 3, size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 

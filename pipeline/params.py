@@ -125,6 +125,8 @@ class ImageEncoderParams:
     bg_swap: float = 0.0  # chance per view of pasting its foreground onto another clip's scene; needs video_id
     min_foreground: float = 0.0  # train only on frames with at least this foreground share; needs video_id
     crop_scale: tuple[float, float] = (0.35, 1.0)  # area range of the two global crops (share of the image)
+    rotate: float = 0.0  # each view turned by a uniform angle up to this many degrees (0: none)
+    fg_zoom: float = 0.0  # chance that a frame's second view zooms onto its foreground's box; needs video_id
     knn_k: int = 10
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
     amp: bool = True  # bfloat16 autocast of the forward passes on CUDA (ignored on CPU)
@@ -140,6 +142,10 @@ class ImageEncoderParams:
             raise ParamsError(f"image_encoder.nce_temperature: expected > 0, got {self.nce_temperature}")
         if not self.hard_negatives >= 0:
             raise ParamsError(f"image_encoder.hard_negatives: expected >= 0, got {self.hard_negatives}")
+        if not 0.0 <= self.fg_zoom <= 1.0:
+            raise ParamsError(f"image_encoder.fg_zoom: expected a probability in [0, 1], got {self.fg_zoom}")
+        if not 0.0 <= self.rotate <= 180.0:
+            raise ParamsError(f"image_encoder.rotate: expected degrees in [0, 180], got {self.rotate}")
         if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
             raise ParamsError(f"image_encoder.crop_scale: expected [min, max] with 0 < min <= max <= 1, "
                               f"got {list(self.crop_scale)}")

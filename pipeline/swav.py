@@ -30,7 +30,7 @@ from models.image_encoder import ImageEncoder
 from pipeline.devices import autocast, to_device
 from pipeline.foreground import THRESHOLD, clip_scenes, foreground, keep_foreground, swap_background, to_float
 from pipeline.image_store import clip_runs
-from pipeline.augment import colour_jitter, hue_shuffle, random_resized_crop
+from pipeline.augment import box_crop, colour_jitter, hue_shuffle, mask_boxes, random_resized_crop
 from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ class SwavRecipe:
     bg_swap: float = 0.0  # chance per view of pasting the frame's foreground onto another clip's scene
     min_foreground: float = 0.0  # train only on frames whose foreground covers at least this share
     crop_scale: tuple[float, float] = (0.35, 1.0)  # area range of the global crops (share of the image)
+    rotate: float = 0.0  # each view turned by up to this many degrees (0: none)
+    fg_zoom: float = 0.0  # chance per image that its second global view zooms onto the foreground's box
     amp: bool = False  # bf16 autocast of the forward passes when the model is on CUDA (ignored on CPU)
 
 
@@ -134,15 +136,21 @@ def load_batch(images: np.ndarray, idx: np.ndarray, device: torch.device) -> Ten
 
 
 def views(x01: Tensor, r: SwavRecipe, gen: torch.Generator,
-          source: Callable[[], Tensor] | None = None) -> list[Tensor]:
+          source: Callable[[], Tensor] | None = None, boxes: Tensor | None = None) -> list[Tensor]:
     """Multi-crop: 2 global crops (area ``r.crop_scale``, default 35-100%) and ``small_crops`` small ones
-    (10-40%; none for ``nt_xent``), colour-jittered, channel-shuffled / greyed, normalised;
+    (10-40%; none for ``nt_xent``), turned up to ``r.rotate`` degrees, colour-jittered, channel-shuffled / greyed, normalised;
     ``Tensor[B, 3, H, W]`` in [0, 1] -> list of ``Tensor[B, 3, s, s]``. ``source()``, when given, draws
-    the image each view is cropped from (a background-swapped copy of ``x01``)."""
+    the image each view is cropped from (a background-swapped copy of ``x01``). With ``r.fg_zoom`` and
+    ``boxes`` (``Tensor[B, 4]``, :func:`pipeline.augment.mask_boxes` of the foreground), the second global
+    view of a share ``fg_zoom`` of the images is a zoom onto the foreground instead (a local-to-global pair:
+    the whole frame must say what its source looks like up close)."""
     src = source or (lambda: x01)
     small = r.small_crops if r.objective == "swav" else 0
-    out = [random_resized_crop(src(), r.crop_size, r.crop_scale, gen) for _ in range(2)]
-    out += [random_resized_crop(src(), r.small_size, (0.1, 0.4), gen) for _ in range(small)]
+    out = [random_resized_crop(src(), r.crop_size, r.crop_scale, gen, rotate=r.rotate) for _ in range(2)]
+    if r.fg_zoom > 0 and boxes is not None:
+        zoom = (torch.rand(len(x01), generator=gen) < r.fg_zoom).view(-1, 1, 1, 1).to(x01.device)
+        out[1] = torch.where(zoom, box_crop(src(), boxes, r.crop_size, gen), out[1])
+    out += [random_resized_crop(src(), r.small_size, (0.1, 0.4), gen, rotate=r.rotate) for _ in range(small)]
     return [normalise(hue_shuffle(colour_jitter(v, r.jitter, gen), r.hue_p, r.grey_p, gen)) for v in out]
 
 
@@ -184,13 +192,15 @@ def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: in
     for step in range(start_step, r.steps):
         idx = batch_indices(groups, r, gen, len(images))
         x = load_batch(images, idx, device)
-        swap = None
-        if scenes is not None and r.bg_swap > 0:
+        swap, boxes = None, None
+        if scenes is not None and (r.bg_swap > 0 or r.fg_zoom > 0):
             own = torch.from_numpy(np.asarray(groups[idx], np.int64))
             mask = foreground(x, scenes[own.to(device)], THRESHOLD)
-            swap = lambda: swap_background(x, mask, scenes, own, r.bg_swap, gen)  # noqa: E731
+            boxes = mask_boxes(mask) if r.fg_zoom > 0 else None
+            if r.bg_swap > 0:
+                swap = lambda: swap_background(x, mask, scenes, own, r.bg_swap, gen)  # noqa: E731
         with autocast(device, r.amp):
-            zs, scores = zip(*(model.swav_forward(v) for v in views(x, r, gen, swap)))
+            zs, scores = zip(*(model.swav_forward(v) for v in views(x, r, gen, swap, boxes)))
         loss, queue = _loss(model, list(zs), list(scores), queue, r, warm=step - start_step >= r.queue // r.batch)
         for group in opt.param_groups:
             group["lr"] = _lr(step, r)
@@ -228,19 +238,20 @@ def _loss(model: ImageEncoder, zs: list[Tensor], scores: list[Tensor], queue: Te
 def foreground_corpus(images: np.ndarray, groups: np.ndarray | None, r: SwavRecipe,
                       device: torch.device) -> tuple[np.ndarray, np.ndarray | None, Tensor | None]:
     """(images, groups, scenes) to train on: with ``r.min_foreground``, only the frames whose foreground
-    covers that share (``groups`` keep their clip numbers); with ``r.bg_swap``, every clip's median scene
-    ``Tensor[G, 3, H, W]`` in [0, 1] on ``device`` (else None). Both need ``groups``."""
-    if r.bg_swap <= 0 and r.min_foreground <= 0:
+    covers that share (``groups`` keep their clip numbers); with ``r.bg_swap`` or ``r.fg_zoom``, every
+    clip's median scene ``Tensor[G, 3, H, W]`` in [0, 1] on ``device`` (else None). All need ``groups``."""
+    if r.bg_swap <= 0 and r.min_foreground <= 0 and r.fg_zoom <= 0:
         return images, groups, None
     if groups is None:
-        raise ValueError("image_encoder.bg_swap and image_encoder.min_foreground need the clip of each "
-                         "frame (a video_id column in the image corpus); set both to 0 for this corpus")
+        raise ValueError("image_encoder.bg_swap, min_foreground and fg_zoom need the clip of each "
+                         "frame (a video_id column in the image corpus); set them to 0 for this corpus")
     scenes = clip_scenes(images, groups)
     if r.min_foreground > 0:
         keep = keep_foreground(images, groups, r.min_foreground, param="image_encoder.min_foreground",
                                scenes=scenes)
         images, groups = np.ascontiguousarray(images[keep]), groups[keep]
-    return images, groups, to_float(to_device(torch.from_numpy(scenes), device)) if r.bg_swap > 0 else None
+    use = r.bg_swap > 0 or r.fg_zoom > 0
+    return images, groups, to_float(to_device(torch.from_numpy(scenes), device)) if use else None
 
 
 @torch.no_grad()

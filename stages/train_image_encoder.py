@@ -37,7 +37,8 @@ def recipe(p: ImageEncoderParams) -> swav.SwavRecipe:
                            group_size=p.group_size, amp=p.amp, objective=p.objective,
                            nce_temperature=p.nce_temperature,
                            hard_negatives=p.hard_negatives, bg_swap=p.bg_swap,
-                           min_foreground=p.min_foreground, crop_scale=p.crop_scale)
+                           min_foreground=p.min_foreground, crop_scale=p.crop_scale, rotate=p.rotate,
+                           fg_zoom=p.fg_zoom)
 
 
 def health(model: ImageEncoder, size: int, images: Path, k: int) -> dict:

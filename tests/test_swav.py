@@ -15,7 +15,7 @@ from image_corpus import write_clip_corpus, write_corpus
 from models.checkpoint import CheckpointMismatchError
 from models.image_encoder import ImageEncoder
 from pipeline import metrics, swav
-from pipeline.augment import diff_augment, hue_shuffle, random_resized_crop
+from pipeline.augment import box_crop, diff_augment, hue_shuffle, mask_boxes, random_resized_crop
 from pipeline.image_store import clip_groups, read_images
 from pipeline.params import ImageEncoderParams, ParamsError
 from stages import train_image_encoder as stage
@@ -108,6 +108,49 @@ def test_augmentations_keep_shapes_and_ranges() -> None:
     assert y.shape == x.shape and not torch.equal(y, x * 2 - 1)
     with pytest.raises(ValueError, match="unknown DiffAugment"):
         diff_augment(x, "rotate", g)
+
+
+def _bar_angle(img: torch.Tensor) -> float:
+    """Orientation (degrees, mod 180) of the bright pixels' principal axis in ``img`` [3, H, W]."""
+    ys, xs = torch.nonzero(img[0] > 0.5, as_tuple=True)
+    pts = torch.stack([xs, ys], 1).float()
+    _, vecs = torch.linalg.eigh(torch.cov(pts.T))
+    return math.degrees(math.atan2(float(vecs[1, 1]), float(vecs[0, 1]))) % 180
+
+
+def test_rotated_crops_turn_the_content() -> None:
+    bar = torch.zeros(64, 3, 64, 64)
+    bar[:, :, 12:52, 29:35] = 1.0  # a vertical bar: 90 degrees
+    plain = random_resized_crop(bar, 64, (1.0, 1.0), torch.Generator().manual_seed(0), ratio=(1.0, 1.0))
+    assert all(abs(_bar_angle(v) - 90) < 3 for v in plain)
+    g = torch.Generator().manual_seed(0)
+    turned = random_resized_crop(bar, 64, (1.0, 1.0), g, ratio=(1.0, 1.0), rotate=90)
+    angles = torch.tensor([_bar_angle(v) for v in turned])
+    off = torch.minimum((angles - 90).abs(), 180 - (angles - 90).abs())
+    assert off.max() > 45 and off.std() > 15  # turned, by different angles
+    area = turned[:, 0].gt(0.5).sum((1, 2)).float()
+    assert (area / plain[:, 0].gt(0.5).sum((1, 2)).float() - 1).abs().max() < 0.15  # a turn, not a squash
+    with pytest.raises(ParamsError, match="image_encoder.rotate: expected degrees in \\[0, 180\\], got 200"):
+        dataclasses.replace(TINY, rotate=200.0)
+
+
+def test_mask_boxes_and_box_crop_zoom_onto_the_foreground() -> None:
+    mask = torch.zeros(3, 1, 64, 64)
+    mask[0, 0, 8:24, 40:48] = 1  # a 16 x 8 box left of centre
+    mask[1, 0, 0:64, 0:64] = 1   # everything
+    boxes = mask_boxes(mask)     # mask[2] is empty: the whole image
+    assert torch.allclose(boxes[0], torch.tensor([(40 + 48) / 64 - 1, (8 + 24) / 64 - 1, 8 / 64, 16 / 64]))
+    assert torch.allclose(boxes[1], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    assert torch.allclose(boxes[2], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    x = torch.zeros(3, 3, 64, 64)
+    x[:, 0] = mask[:, 0]  # the foreground painted red
+    z = box_crop(x, boxes, 32, torch.Generator().manual_seed(0), margin=(1.5, 1.5))
+    assert z.shape == (3, 3, 32, 32)
+    # zoomed: the 16 x 8 source (3% of the frame) fills a third of the view (16 / 24 x 8 / 24)
+    assert 0.15 < float(z[0, 0].gt(0.5).float().mean()) < 0.3 and float(x[0, 0].mean()) < 0.04
+    assert float(z[1, 0].mean()) > 0.99  # the whole frame is foreground: the zoom keeps it all
+    with pytest.raises(ParamsError, match="image_encoder.fg_zoom: expected a probability in \\[0, 1\\], got 2"):
+        dataclasses.replace(TINY, fg_zoom=2.0)
 
 
 def test_knn_and_centroids() -> None:
@@ -260,3 +303,12 @@ def test_nt_xent_takes_two_views_and_trains_with_the_swap_deterministically(tmp_
     assert not torch.equal(ImageEncoder(stage.load_encoder(tmp_path / "a.pt")[0].config).conv1.weight,
                            a["conv1.weight"])  # it trained
     assert first["knn_acc"] is not None and first["projection_spread"] > 0.0
+
+
+def test_fg_zoom_trains_without_the_swap_and_changes_the_run(tmp_path: Path) -> None:
+    folder = write_clip_corpus(tmp_path)
+    p = dataclasses.replace(TINY, objective="nt_xent", bg_swap=0.0, min_foreground=0.1)
+    stage.run(p, images=folder, out=tmp_path / "a.pt", report=tmp_path / "a.json")
+    stage.run(dataclasses.replace(p, fg_zoom=1.0), images=folder, out=tmp_path / "z.pt", report=tmp_path / "z.json")
+    a, z = (torch.load(tmp_path / f, weights_only=True)["model"] for f in ("a.pt", "z.pt"))
+    assert torch.isfinite(z["conv1.weight"]).all() and not torch.equal(a["conv1.weight"], z["conv1.weight"])
