@@ -1,5 +1,6 @@
-"""Batched image augmentations in torch (no per-image Python loop): random resized crops with flips for
-SwAV's multi-crop, mild colour jitter, and DiffAugment (Zhao et al. 2020) for the GAN discriminator.
+"""Batched image augmentations in torch (no per-image Python loop): random resized crops with flips (and
+optional turns) for SwAV's multi-crop, zooms onto a mask's box, mild colour jitter, and DiffAugment (Zhao
+et al. 2020) for the GAN discriminator.
 
 All functions take and return float images ``Tensor[B, 3, H, W]``; crops resample with ``grid_sample``.
 """

@@ -138,7 +138,8 @@ def load_batch(images: np.ndarray, idx: np.ndarray, device: torch.device) -> Ten
 def views(x01: Tensor, r: SwavRecipe, gen: torch.Generator,
           source: Callable[[], Tensor] | None = None, boxes: Tensor | None = None) -> list[Tensor]:
     """Multi-crop: 2 global crops (area ``r.crop_scale``, default 35-100%) and ``small_crops`` small ones
-    (10-40%; none for ``nt_xent``), turned up to ``r.rotate`` degrees, colour-jittered, channel-shuffled / greyed, normalised;
+    (10-40%; none for ``nt_xent``), turned up to ``r.rotate`` degrees, colour-jittered, channel-shuffled /
+    greyed, normalised;
     ``Tensor[B, 3, H, W]`` in [0, 1] -> list of ``Tensor[B, 3, s, s]``. ``source()``, when given, draws
     the image each view is cropped from (a background-swapped copy of ``x01``). With ``r.fg_zoom`` and
     ``boxes`` (``Tensor[B, 4]``, :func:`pipeline.augment.mask_boxes` of the foreground), the second global
