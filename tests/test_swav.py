@@ -146,7 +146,7 @@ def test_mask_boxes_and_box_crop_zoom_onto_the_foreground() -> None:
     x[:, 0] = mask[:, 0]  # the foreground painted red
     z = box_crop(x, boxes, 32, torch.Generator().manual_seed(0), margin=(1.5, 1.5))
     assert z.shape == (3, 3, 32, 32)
-    # zoomed: the 16 x 8 source (3% of the frame) fills a third of the view (16 / 24 x 8 / 24)
+    # zoomed: the 16 x 8 source (3% of the frame) fills 16 / 24 x 8 / 24 = 22% of the 24 px view
     assert 0.15 < float(z[0, 0].gt(0.5).float().mean()) < 0.3 and float(x[0, 0].mean()) < 0.04
     assert float(z[1, 0].mean()) > 0.99  # the whole frame is foreground: the zoom keeps it all
     with pytest.raises(ParamsError, match="image_encoder.fg_zoom: expected a probability in \\[0, 1\\], got 2"):
