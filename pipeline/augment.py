@@ -33,7 +33,13 @@ def random_resized_crop(x: Tensor, size: int, scale: tuple[float, float], gen: t
         a = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(rotate)
         turn = torch.stack([torch.stack([a.cos(), -a.sin()], 1), torch.stack([a.sin(), a.cos()], 1)], 1)
         theta[:, :, :2] = turn @ theta[:, :, :2]  # output coords scaled into the crop, then turned about its centre
-    grid = F.affine_grid(theta.to(x), [b, 3, size, size], align_corners=False)
+    return _resample(x, theta, size)
+
+
+def _resample(x: Tensor, theta: Tensor, size: int) -> Tensor:
+    """``x`` ``Tensor[B, 3, H, W]`` sampled bilinearly through the affine maps ``theta`` ``[B, 2, 3]`` (output
+    coordinates to input, both in [-1, 1]; reflection outside the image) -> ``Tensor[B, 3, size, size]``."""
+    grid = F.affine_grid(theta.to(x), [x.shape[0], 3, size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
@@ -68,8 +74,7 @@ def box_crop(x: Tensor, boxes: Tensor, size: int, gen: torch.Generator,
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = half * flip, boxes[:, 0].clamp(-1 + half, 1 - half)
     theta[:, 1, 1], theta[:, 1, 2] = half, boxes[:, 1].clamp(-1 + half, 1 - half)
-    grid = F.affine_grid(theta.to(x), [b, 3, size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return _resample(x, theta, size)
 
 
 def colour_jitter(x: Tensor, strength: float, gen: torch.Generator) -> Tensor:
