@@ -94,3 +94,26 @@ def swap_background(x01: Tensor, mask: Tensor, scenes01: Tensor, own: Tensor, p:
     use = (torch.rand(b, generator=gen) < p).view(b, 1, 1, 1).to(x01)
     m = mask * use
     return m * x01 + (1 - m) * back
+
+
+def shuffle_foreground(x01: Tensor, mask: Tensor, gen: torch.Generator,
+                       changed: float = 0.25) -> tuple[Tensor, Tensor]:
+    """A texture negative of each frame: its foreground pixels (``mask`` ``Tensor[B, 1, H, W]`` in {0, 1})
+    permuted at random among themselves, so the colours, the outline, the size and the place stay and the
+    texture does not. ``x01`` ``Tensor[B, 3, H, W]`` in [0, 1] -> (the shuffled frames, same shape; bool
+    ``Tensor[B]``: the frames where at least ``changed`` of the foreground pixels moved to a value more
+    than :data:`THRESHOLD` away, i.e. that had a texture to lose; a solid source shuffles into itself)."""
+    b, c, h, w = x01.shape
+    flat = x01.reshape(b, c, h * w)
+    out = flat.clone()
+    keep = mask.reshape(b, h * w) > 0.5
+    ok = torch.zeros(b, dtype=torch.bool)
+    for i in range(b):
+        idx = keep[i].nonzero().squeeze(1)
+        if len(idx) < 2:
+            continue
+        perm = idx[torch.randperm(len(idx), generator=gen).to(idx.device)]
+        out[i][:, idx] = flat[i][:, perm]
+        moved = (out[i][:, idx] - flat[i][:, idx]).abs().amax(dim=0) > THRESHOLD
+        ok[i] = bool(moved.float().mean() >= changed)
+    return out.reshape(b, c, h, w), ok.to(x01.device)

@@ -127,6 +127,7 @@ class ImageEncoderParams:
     crop_scale: tuple[float, float] = (0.35, 1.0)  # area range of the two global crops (share of the image)
     rotate: float = 0.0  # each view turned by a uniform angle up to this many degrees (0: none)
     fg_zoom: float = 0.0  # chance that a frame's second view zooms onto its foreground's box; needs video_id
+    texture_negatives: bool = False  # nt_xent: each textured frame, its foreground shuffled, as a negative; needs video_id
     knn_k: int = 10
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
     amp: bool = True  # bfloat16 autocast of the forward passes on CUDA (ignored on CPU)
@@ -144,6 +145,9 @@ class ImageEncoderParams:
             raise ParamsError(f"image_encoder.hard_negatives: expected >= 0, got {self.hard_negatives}")
         if not 0.0 <= self.fg_zoom <= 1.0:
             raise ParamsError(f"image_encoder.fg_zoom: expected a probability in [0, 1], got {self.fg_zoom}")
+        if self.texture_negatives and self.objective != "nt_xent":
+            raise ParamsError("image_encoder.texture_negatives: needs objective nt_xent (SwAV has no negatives), "
+                              f"got objective {self.objective}")
         if not 0.0 <= self.rotate <= 180.0:
             raise ParamsError(f"image_encoder.rotate: expected degrees in [0, 180], got {self.rotate}")
         if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:

@@ -11,15 +11,18 @@ Two options for video-frame corpora whose frames share their clip's static scene
 ``bg_swap`` pastes each view's foreground onto another clip's scene, so two views agree only on what moved.
 SwAV's codes collapsed under the swap on the world (README, "Image encoder"), so ``objective: nt_xent``
 replaces the swapped prediction by SimCLR's NT-Xent between the two global views (Chen et al. 2020);
-encoder, projection head and checkpoint format stay the same.
+encoder, projection head and checkpoint format stay the same. ``texture_negatives`` adds, for each frame
+with a textured foreground, that frame with its foreground pixels shuffled as one more negative: same
+colours, outline, size and place, so only the texture tells it from the frame's own views.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,7 +31,8 @@ from torch import Tensor
 
 from models.image_encoder import ImageEncoder
 from pipeline.devices import autocast, to_device
-from pipeline.foreground import THRESHOLD, clip_scenes, foreground, keep_foreground, swap_background, to_float
+from pipeline.foreground import (THRESHOLD, clip_scenes, foreground, keep_foreground, shuffle_foreground,
+                                 swap_background, to_float)
 from pipeline.image_store import clip_runs
 from pipeline.augment import box_crop, colour_jitter, hue_shuffle, mask_boxes, random_resized_crop
 from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -65,6 +69,7 @@ class SwavRecipe:
     crop_scale: tuple[float, float] = (0.35, 1.0)  # area range of the global crops (share of the image)
     rotate: float = 0.0  # each view turned by up to this many degrees (0: none)
     fg_zoom: float = 0.0  # chance per image that its second global view zooms onto the foreground's box
+    texture_negatives: bool = False  # NT-Xent: each textured frame, foreground shuffled, as an extra negative
     amp: bool = False  # bf16 autocast of the forward passes when the model is on CUDA (ignored on CPU)
 
 
@@ -98,14 +103,18 @@ def swapped_loss(scores: list[Tensor], n_global: int, temperature: float, epsilo
     return total / (n_global * (len(scores) - 1))
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float, hard_negatives: float = 0.0) -> Tensor:
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float, hard_negatives: float = 0.0,
+            extra: Tensor | None = None) -> Tensor:
     """SimCLR's NT-Xent (Chen et al. 2020) of two views ``z1, z2: Tensor[B, D]`` of the same B images:
     each of the 2B rows must pick its other view among the 2B - 1 other rows by cosine / ``temperature``
     (chance level: log(2B - 1)); scalar, averaged over the 2B rows, computed in float32.
 
     ``hard_negatives`` = beta > 0 weights each row's negatives by ``exp(beta * logit)``, rescaled to mean 1
     (Robinson et al. 2021, without their debiasing): the negatives most like the row, here frames of the
-    same colour, count most, so the encoder must tell them apart by shape and texture."""
+    same colour, count most, so the encoder must tell them apart by shape and texture.
+
+    ``extra`` ``Tensor[M, D]``: more negatives for every row (here texture negatives, frames whose
+    foreground was shuffled: :func:`pipeline.foreground.shuffle_foreground`); they are never a target."""
     if z1.ndim != 2 or z1.shape != z2.shape:
         raise ValueError(f"expected two [B, D] views of one shape, got {list(z1.shape)} and {list(z2.shape)}")
     if not temperature > 0:
@@ -114,11 +123,14 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float, hard_negatives: float = 
     sim = (z @ z.t() / temperature).fill_diagonal_(float("-inf"))
     b = z1.shape[0]
     target = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(sim.device)
+    if extra is not None and len(extra):
+        sim = torch.cat([sim, z @ F.normalize(extra.float(), dim=1).t() / temperature], dim=1)
     if hard_negatives > 0:
-        negative = torch.ones_like(sim, dtype=torch.bool).fill_diagonal_(False)
+        negative = torch.ones_like(sim, dtype=torch.bool)
+        negative[torch.arange(2 * b), torch.arange(2 * b)] = False
         negative[torch.arange(2 * b), target] = False
         weight = torch.log_softmax((hard_negatives * sim).masked_fill(~negative, float("-inf")), dim=1)
-        sim = sim + (weight + math.log(2 * b - 2)).masked_fill(~negative, 0.0).detach()
+        sim = sim + (weight + math.log(sim.shape[1] - 2)).masked_fill(~negative, 0.0).detach()
     return F.cross_entropy(sim, target)
 
 
@@ -194,7 +206,7 @@ def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: in
         idx = batch_indices(groups, r, gen, len(images))
         x = load_batch(images, idx, device)
         swap, boxes = None, None
-        if scenes is not None and (r.bg_swap > 0 or r.fg_zoom > 0):
+        if scenes is not None:
             own = torch.from_numpy(np.asarray(groups[idx], np.int64))
             mask = foreground(x, scenes[own.to(device)], THRESHOLD)
             boxes = mask_boxes(mask) if r.fg_zoom > 0 else None
@@ -202,7 +214,11 @@ def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: in
                 swap = lambda: swap_background(x, mask, scenes, own, r.bg_swap, gen)  # noqa: E731
         with autocast(device, r.amp):
             zs, scores = zip(*(model.swav_forward(v) for v in views(x, r, gen, swap, boxes)))
-        loss, queue = _loss(model, list(zs), list(scores), queue, r, warm=step - start_step >= r.queue // r.batch)
+            extra = None
+            if r.texture_negatives and scenes is not None:
+                extra = texture_negatives(model, x, scenes, own, mask, r, gen)
+        loss, queue = _loss(model, list(zs), list(scores), queue, r, warm=step - start_step >= r.queue // r.batch,
+                            extra=extra)
         for group in opt.param_groups:
             group["lr"] = _lr(step, r)
         opt.zero_grad(set_to_none=True)
@@ -222,13 +238,47 @@ def train(model: ImageEncoder, images: np.ndarray, r: SwavRecipe, start_step: in
     return r.steps
 
 
+@contextmanager
+def _frozen_bn_stats(model: torch.nn.Module) -> Iterator[None]:
+    """Forward passes inside keep every BatchNorm's running statistics as they are (momentum 0)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+
+
+def texture_negatives(model: ImageEncoder, x01: Tensor, scenes: Tensor, own: Tensor, mask: Tensor,
+                      r: SwavRecipe, gen: torch.Generator) -> Tensor | None:
+    """Projections ``Tensor[M, D]`` of the texture negatives of a batch ``x01`` ``Tensor[B, 3, H, W]``:
+    each frame whose foreground has a texture (:func:`pipeline.foreground.shuffle_foreground` on the
+    ungrown foreground against its clip's scene ``scenes[own]``), shuffled, background-swapped like the
+    views (``mask``: the grown foreground), cropped and jittered like a global view; None when fewer than two
+    frames have one. Their forward pass leaves the BatchNorm running statistics alone (shuffled frames are not
+    the images the encoder will embed)."""
+    core = foreground(x01, scenes[own.to(x01.device)], THRESHOLD, grow=0)
+    shuffled, ok = shuffle_foreground(x01, core, gen)
+    if int(ok.sum()) < 2:  # BatchNorm in training mode needs two images
+        return None
+    src = swap_background(shuffled, mask, scenes, own, r.bg_swap, gen)[ok]
+    v = random_resized_crop(src, r.crop_size, r.crop_scale, gen, rotate=r.rotate)
+    v = normalise(hue_shuffle(colour_jitter(v, r.jitter, gen), r.hue_p, r.grey_p, gen))
+    with _frozen_bn_stats(model):
+        return model.swav_forward(v)[0]
+
+
 def _loss(model: ImageEncoder, zs: list[Tensor], scores: list[Tensor], queue: Tensor, r: SwavRecipe,
-          warm: bool) -> tuple[Tensor, Tensor]:
+          warm: bool, extra: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(loss, updated queue) of one step: NT-Xent of the two global embeddings ``zs[0..1]`` ``[B, D]``, or
     SwAV's swapped prediction over every view's ``scores`` ``[B, K]`` with the ``queue`` ``[2, Q, D]`` of
-    earlier global embeddings in each Sinkhorn problem once ``warm`` (the queue has been filled)."""
+    earlier global embeddings in each Sinkhorn problem once ``warm`` (the queue has been filled). ``extra``
+    ``[M, D]``: NT-Xent's texture negatives (:func:`texture_negatives`)."""
     if r.objective == "nt_xent":
-        return nt_xent(zs[0], zs[1], r.nce_temperature, r.hard_negatives), queue
+        return nt_xent(zs[0], zs[1], r.nce_temperature, r.hard_negatives, extra), queue
     queued = [queue[i] @ model.prototypes.weight.detach().t() for i in range(2)] if r.queue and warm else None
     loss = swapped_loss(scores, 2, r.temperature, r.epsilon, r.sinkhorn_iters, queued)
     if r.queue:
@@ -241,17 +291,17 @@ def foreground_corpus(images: np.ndarray, groups: np.ndarray | None, r: SwavReci
     """(images, groups, scenes) to train on: with ``r.min_foreground``, only the frames whose foreground
     covers that share (``groups`` keep their clip numbers); with ``r.bg_swap`` or ``r.fg_zoom``, every
     clip's median scene ``Tensor[G, 3, H, W]`` in [0, 1] on ``device`` (else None). All need ``groups``."""
-    if r.bg_swap <= 0 and r.min_foreground <= 0 and r.fg_zoom <= 0:
+    if r.bg_swap <= 0 and r.min_foreground <= 0 and r.fg_zoom <= 0 and not r.texture_negatives:
         return images, groups, None
     if groups is None:
-        raise ValueError("image_encoder.bg_swap, min_foreground and fg_zoom need the clip of each "
-                         "frame (a video_id column in the image corpus); set them to 0 for this corpus")
+        raise ValueError("image_encoder.bg_swap, min_foreground, fg_zoom and texture_negatives need the clip "
+                         "of each frame (a video_id column in the image corpus); turn them off for this corpus")
     scenes = clip_scenes(images, groups)
     if r.min_foreground > 0:
         keep = keep_foreground(images, groups, r.min_foreground, param="image_encoder.min_foreground",
                                scenes=scenes)
         images, groups = np.ascontiguousarray(images[keep]), groups[keep]
-    use = r.bg_swap > 0 or r.fg_zoom > 0
+    use = r.bg_swap > 0 or r.fg_zoom > 0 or r.texture_negatives
     return images, groups, to_float(to_device(torch.from_numpy(scenes), device)) if use else None
 
 

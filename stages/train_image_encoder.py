@@ -38,7 +38,7 @@ def recipe(p: ImageEncoderParams) -> swav.SwavRecipe:
                            nce_temperature=p.nce_temperature,
                            hard_negatives=p.hard_negatives, bg_swap=p.bg_swap,
                            min_foreground=p.min_foreground, crop_scale=p.crop_scale, rotate=p.rotate,
-                           fg_zoom=p.fg_zoom)
+                           fg_zoom=p.fg_zoom, texture_negatives=p.texture_negatives)
 
 
 def health(model: ImageEncoder, size: int, images: Path, k: int) -> dict:

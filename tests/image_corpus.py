@@ -35,9 +35,10 @@ def write_corpus(folder: Path, n_train: int = 40, n_eval: int = 24, size: int = 
     return folder
 
 
-def write_clip_corpus(folder: Path, clips: int = 6, frames: int = 6, size: int = 32) -> Path:
+def write_clip_corpus(folder: Path, clips: int = 6, frames: int = 6, size: int = 32, stripes: bool = False) -> Path:
     """``train``: ``clips`` clips of ``frames`` frames on their own grey scene, a red or blue square shown
-    in frames 1-2 of each (so the clip's median scene leaves it out); ``eval`` as :func:`write_corpus`."""
+    in frames 1-2 of each (so the clip's median scene leaves it out), with dark stripes 2 rows wide every 4
+    rows when ``stripes``; ``eval`` as :func:`write_corpus`."""
     rng = np.random.default_rng(2)
     images, rows = [], []
     for c in range(clips):
@@ -47,6 +48,9 @@ def write_clip_corpus(folder: Path, clips: int = 6, frames: int = 6, size: int =
             f = scene.copy()
             if t in (1, 2):
                 f[y:y + size // 2, x:x + size // 2] = (230, 30, 30) if c % 2 == 0 else (30, 30, 230)
+                if stripes:
+                    f[y:y + size // 2:4, x:x + size // 2] //= 3
+                    f[y + 1:y + size // 2:4, x:x + size // 2] //= 3
             images.append(f)
             rows.append(dict(video_id=f"c{c}", split="train", t_s=t / 10, label=None))
     w = ImageWriter(folder, "train", size)

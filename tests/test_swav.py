@@ -13,9 +13,10 @@ from conftest import compat_file
 from image_corpus import write_clip_corpus, write_corpus
 
 from models.checkpoint import CheckpointMismatchError
-from models.image_encoder import ImageEncoder
+from models.image_encoder import ImageEncoder, ImageEncoderConfig
 from pipeline import metrics, swav
 from pipeline.augment import box_crop, diff_augment, hue_shuffle, mask_boxes, random_resized_crop
+from pipeline.foreground import shuffle_foreground
 from pipeline.image_store import clip_groups, read_images
 from pipeline.params import ImageEncoderParams, ParamsError
 from stages import train_image_encoder as stage
@@ -312,3 +313,83 @@ def test_fg_zoom_trains_without_the_swap_and_changes_the_run(tmp_path: Path) -> 
     stage.run(dataclasses.replace(p, fg_zoom=1.0), images=folder, out=tmp_path / "z.pt", report=tmp_path / "z.json")
     a, z = (torch.load(tmp_path / f, weights_only=True)["model"] for f in ("a.pt", "z.pt"))
     assert torch.isfinite(z["conv1.weight"]).all() and not torch.equal(a["conv1.weight"], z["conv1.weight"])
+
+
+def _striped_square(solid: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 16 px blue square (dark stripes every 4 rows unless ``solid``) on grey: ([1, 3, 32, 32], mask)."""
+    x = torch.full((1, 3, 32, 32), 0.4)
+    x[:, :, 8:24, 8:24] = torch.tensor([0.1, 0.2, 0.9]).view(1, 3, 1, 1)
+    if not solid:
+        x[:, :, 8:24:4, 8:24] *= 0.3
+        x[:, :, 9:24:4, 8:24] *= 0.3
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[:, :, 8:24, 8:24] = 1
+    return x, mask
+
+
+def test_shuffle_foreground_keeps_colours_outline_and_place_and_loses_the_texture() -> None:
+    x, mask = _striped_square()
+    out, ok = shuffle_foreground(x, mask, torch.Generator().manual_seed(0))
+    assert ok.tolist() == [True] and out.shape == x.shape
+    inside = mask[0, 0] > 0
+    assert torch.equal(out[0][:, ~inside], x[0][:, ~inside])  # the scene is untouched
+    same_values = lambda a, b: torch.equal(a.sort(dim=1).values, b.sort(dim=1).values)  # noqa: E731
+    assert same_values(out[0][:, inside], x[0][:, inside])  # the same pixels, moved
+    rows = out[0, 2, 8:24, 8:24]  # the stripes are gone: each row now mixes dark and bright pixels
+    assert (rows.std(dim=1) > 0.1).float().mean() > 0.8 and (x[0, 2, 8:24, 8:24].std(dim=1) < 1e-6).all()
+    solid, solid_mask = _striped_square(solid=True)
+    same, ok = shuffle_foreground(solid, solid_mask, torch.Generator())
+    assert ok.tolist() == [False] and torch.equal(same, solid)  # nothing to lose: not a negative
+    empty, ok = shuffle_foreground(x, torch.zeros_like(mask), torch.Generator())
+    assert ok.tolist() == [False] and torch.equal(empty, x)
+
+
+def test_nt_xent_extra_negatives_by_hand() -> None:
+    torch.manual_seed(2)
+    z1, z2, extra = torch.randn(4, 6), torch.randn(4, 6), torch.randn(3, 6)
+    z, e = F.normalize(torch.cat([z1, z2]), dim=1), F.normalize(extra, dim=1)
+    terms = []
+    for i in range(8):
+        others = [z[j] for j in range(8) if j != i] + list(e)
+        logits = torch.stack([z[i] @ o / 0.3 for o in others])
+        terms.append(-(logits[[j for j in range(8) if j != i].index((i + 4) % 8)] - torch.logsumexp(logits, 0)))
+    assert torch.isclose(swav.nt_xent(z1, z2, 0.3, extra=extra), torch.stack(terms).mean(), atol=1e-6)
+    assert torch.equal(swav.nt_xent(z1, z2, 0.3, extra=extra[:0]), swav.nt_xent(z1, z2, 0.3))
+    eye = torch.eye(8)  # a negative equal to each anchor halves its positive's share; far ones cost nothing
+    assert torch.isclose(swav.nt_xent(eye, eye, 0.1, extra=eye), torch.tensor(math.log(2)), atol=1e-3)
+    assert swav.nt_xent(eye, eye, 0.1, extra=-eye) < 1e-3
+    hard = swav.nt_xent(z1, z2, 0.3, hard_negatives=1.0, extra=extra)
+    assert torch.isfinite(hard) and not torch.isclose(hard, swav.nt_xent(z1, z2, 0.3, extra=extra))
+
+
+def test_texture_negatives_leave_the_batchnorm_statistics_and_need_nt_xent() -> None:
+    p = dataclasses.replace(TINY, objective="nt_xent", bg_swap=1.0, texture_negatives=True)
+    torch.manual_seed(0)
+    model = ImageEncoder(ImageEncoderConfig(width=p.width, hidden_dim=p.hidden_dim, proj_dim=p.proj_dim,
+                                            n_prototypes=p.n_prototypes))
+    model.train()
+    x, mask = _striped_square()
+    x = torch.cat([x, x.flip(-1), _striped_square(solid=True)[0]])
+    scenes, own, masks = torch.full((3, 3, 32, 32), 0.4), torch.tensor([0, 1, 2]), torch.cat([mask] * 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    z = swav.texture_negatives(model, x, scenes, own, masks, stage.recipe(p), torch.Generator().manual_seed(0))
+    assert z.shape == (2, model.config.proj_dim)  # the striped frames only: the solid one has no texture
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "running" in k)
+    # one textured frame is too few for BatchNorm's training mode: no negatives that step
+    assert swav.texture_negatives(model, x[1:], scenes, own[1:], masks[1:], stage.recipe(p),
+                                  torch.Generator()) is None
+    with pytest.raises(ParamsError, match="texture_negatives: needs objective nt_xent"):
+        dataclasses.replace(TINY, objective="swav", texture_negatives=True)
+
+
+def test_texture_negatives_train_and_change_the_run(tmp_path: Path) -> None:
+    folder = write_clip_corpus(tmp_path, stripes=True)
+    p = dataclasses.replace(TINY, objective="nt_xent", bg_swap=1.0, min_foreground=0.1)
+    stage.run(p, images=folder, out=tmp_path / "a.pt", report=tmp_path / "a.json")
+    t = dataclasses.replace(p, texture_negatives=True)
+    report = stage.run(t, images=folder, out=tmp_path / "t.pt", report=tmp_path / "t.json")
+    a, t_ = (torch.load(tmp_path / f, weights_only=True)["model"] for f in ("a.pt", "t.pt"))
+    assert torch.isfinite(t_["conv1.weight"]).all() and not torch.equal(a["conv1.weight"], t_["conv1.weight"])
+    assert report["knn_acc"] is not None
+
