@@ -51,6 +51,8 @@ class _CommonConfig:
     num_D_SVs], num_itrs [num_G_SV_itrs / num_D_SV_itrs], init [G_init / D_init]. centre_features (ours,
     not in the published code): the instance feature becomes ``unit(unit(h) - m)`` before its linear layer,
     ``m`` a stored buffer (``feature_centre.mean``), set to the training corpus' mean unit feature.
+    whiten_features (ours): also multiplied by a stored ZCA matrix ``W`` (``feature_centre.whiten``) before
+    the second normalisation, ``unit((unit(h) - m) W)``; implies the centring.
     """
 
     n_classes: int = 1000
@@ -62,6 +64,7 @@ class _CommonConfig:
     num_itrs: int = 1
     init: str = "ortho"
     centre_features: bool = False
+    whiten_features: bool = False
 
 
 def _common_from_icgan(config: Mapping[str, Any], net: str) -> dict[str, Any]:
@@ -156,15 +159,44 @@ class FeatureCentre(nn.Module):
 
     The features of one encoder share most of their direction (the world's: mean unit feature of norm 0.84),
     so what tells two classes apart is a small part of each; centring makes it the whole of the input the
-    spectrally normalised linear layer sees. A zero ``mean`` is the identity on unit features."""
+    spectrally normalised linear layer sees. A zero ``mean`` is the identity on unit features. With
+    ``whiten``, ``unit((unit(h) - mean) @ whiten)``, ``whiten`` a ``[D, D]`` buffer (identity until set, see
+    :func:`zca`): directions of small variance across the corpus, where look-alike classes differ, count as
+    much as the large ones (a spectrally normalised layer cannot learn to amplify them)."""
 
-    def __init__(self, feat_dim: int) -> None:
+    def __init__(self, feat_dim: int, whiten: bool = False) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(feat_dim))
+        if whiten:
+            self.register_buffer("whiten", torch.eye(feat_dim))
+        else:
+            self.whiten = None
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(F.normalize(feature.float(), dim=1) - self.mean.float(), dim=1)
-        return x.to(feature.dtype)
+        x = F.normalize(feature.float(), dim=1) - self.mean.float()
+        if self.whiten is not None:
+            x = x @ self.whiten.float()
+        return F.normalize(x, dim=1).to(feature.dtype)
+
+
+def zca(features: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean ``[D]``, ZCA matrix ``[D, D]``) of the unit rows of ``features`` ``[N, D]``: ``W = U diag((l +
+    eps x mean(l))^-1/2) U^T`` over the eigenpairs ``(l, U)`` of their covariance; ``eps`` (relative to
+    the mean eigenvalue, > 0) keeps the near-empty directions from being blown up into noise."""
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    h = F.normalize(features.double(), dim=1)
+    mean = h.mean(0)
+    lam, u = torch.linalg.eigh(torch.cov((h - mean).T))
+    lam = lam.clamp(min=0)
+    w = u @ torch.diag((lam + eps * lam.mean()).rsqrt()) @ u.T
+    return mean.float(), w.float()
+
+
+def _feature_centre(cfg: _CommonConfig) -> FeatureCentre | None:
+    if not (cfg.centre_features or cfg.whiten_features):
+        return None
+    return FeatureCentre(cfg.feat_dim, whiten=cfg.whiten_features)
 
 
 def init_weights(module: nn.Module, style: str) -> None:
@@ -207,7 +239,7 @@ class Generator(nn.Module):
         self.shared_feat: nn.Module = (
             sn.linear(cfg.feat_dim, cfg.shared_dim_feat) if cfg.shared_feat else nn.Identity()
         )
-        self.feature_centre = FeatureCentre(cfg.feat_dim) if cfg.centre_features else None
+        self.feature_centre = _feature_centre(cfg)
         width = [cfg.ch * m for m in _G_IN[cfg.resolution]]
         out = [cfg.ch * m for m in _G_OUT[cfg.resolution]]
         self.linear = sn.linear(self.dim_z // self.num_slots, width[0] * cfg.bottom_width**2)
@@ -279,7 +311,7 @@ class Discriminator(nn.Module):
         proj_dim = out[-1] // 2 if cfg.class_cond and cfg.instance_cond else out[-1]
         if cfg.instance_cond:
             self.linear_feat = sn.linear(cfg.feat_dim, proj_dim)
-        self.feature_centre = FeatureCentre(cfg.feat_dim) if cfg.centre_features else None
+        self.feature_centre = _feature_centre(cfg)
         if cfg.class_cond:
             self.embed = sn.embedding(cfg.n_classes, proj_dim)
         if not skip_init:

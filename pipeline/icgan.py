@@ -92,13 +92,19 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=r.d_lr, betas=r.betas, eps=1e-6)
         self.steps = 0
 
-    def set_feature_centre(self, mean: Tensor) -> None:
-        """Store ``mean`` ``[D]`` (the corpus' mean unit feature) in G, D and EMA G, built with
-        ``centre_features``; each then conditions on ``unit(unit(h) - mean)``."""
+    def set_feature_centre(self, mean: Tensor, whiten: Tensor | None = None) -> None:
+        """Store ``mean`` ``[D]`` (the corpus' mean unit feature) and, for networks built with
+        ``whiten_features``, the ZCA matrix ``whiten`` ``[D, D]`` in G, D and EMA G, built with
+        ``centre_features`` or ``whiten_features``; each then conditions on ``unit((unit(h) - mean) W)``."""
         for net in (self.G, self.D, self.G_ema):
-            if net.feature_centre is None:
+            centre = net.feature_centre
+            if centre is None:
                 raise ValueError("the networks were built without centre_features")
-            net.feature_centre.mean.copy_(mean.to(net.feature_centre.mean))
+            centre.mean.copy_(mean.to(centre.mean))
+            if (whiten is None) != (centre.whiten is None):
+                raise ValueError("a whitening matrix goes with whiten_features, and only with it")
+            if whiten is not None:
+                centre.whiten.copy_(whiten.to(centre.whiten))
 
     def _batch(self, real_u8: Tensor, feats: Tensor, nbrs: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         """(real images [B, 3, R, R] in [-1, 1], conditioning features [B, D]) for one D update."""

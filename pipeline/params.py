@@ -170,6 +170,8 @@ class GeneratorParams:
     k_neighbours: int = 10
     feature_weight: float = 0.0  # G also minimises this x (1 - cos(encoder(fake), h)) (0: off, plain IC-GAN)
     centre_features: bool = False  # G and D see unit(h - corpus mean) (README "The visual half")
+    whiten_features: bool = False  # G and D see unit((unit(h) - corpus mean) W), W the corpus' ZCA matrix
+    whiten_eps: float = 1.0  # ZCA regulariser, relative to the mean eigenvalue of the features' covariance
     batch: int = 32
     g_lr: float = 4e-4
     d_lr: float = 4e-4
@@ -190,6 +192,9 @@ class GeneratorParams:
     threads: int = 1  # torch intra-op threads (1: no spin-waiting when the cores are shared)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.whiten_eps > 0:
+            raise ParamsError(f"generator.whiten_eps: expected > 0, got {self.whiten_eps}")
 
 
 @dataclass(frozen=True)

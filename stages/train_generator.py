@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.utils import save_image
 
-from models.biggan import DiscriminatorConfig, Generator, GeneratorConfig
+from models.biggan import DiscriminatorConfig, Generator, GeneratorConfig, zca
 from models.biggan_io import load_generator
 from models.checkpoint import save_checkpoint
 from models.image_encoder import ImageEncoder, load_encoder
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 def configs(p: GeneratorParams, feat_dim: int) -> tuple[GeneratorConfig, DiscriminatorConfig]:
     """The narrow G and D of ``p`` for features of size ``feat_dim`` (instance-conditioned only)."""
     common = dict(n_classes=1, class_cond=False, instance_cond=True, feat_dim=feat_dim,
-                  centre_features=p.centre_features)
+                  centre_features=p.centre_features, whiten_features=p.whiten_features)
     g = GeneratorConfig(ch=p.g_ch, dim_z=p.dim_z, resolution=p.resolution, attn=p.attn, hier=True,
                         shared_dim=16, shared_dim_feat=p.shared_dim_feat, **common)
     return g, DiscriminatorConfig(ch=p.d_ch, resolution=p.resolution, attn=p.attn, **common)
@@ -133,7 +133,9 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
     g_cfg, d_cfg = configs(p, feats.shape[1])
     consistency = FeatureConsistency(encoder, size) if p.feature_weight > 0 else None
     trainer = icgan.Trainer(g_cfg, d_cfg, recipe(p), device, encoder=consistency)
-    if p.centre_features:
+    if p.whiten_features:
+        trainer.set_feature_centre(*zca(feats, p.whiten_eps))
+    elif p.centre_features:
         trainer.set_feature_centre(feats.mean(0))
     log.info("IC-GAN on %s with %d threads, bf16 autocast %s", device, torch.get_num_threads(),
              "on" if amp_on(device, p.amp, cpu=True) else "off")

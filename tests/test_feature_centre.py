@@ -1,4 +1,5 @@
-"""generator.centre_features: G and D condition on unit(unit(h) - m), m the corpus' mean unit feature."""
+"""generator.centre_features: G and D condition on unit(unit(h) - m), m the corpus' mean unit feature;
+generator.whiten_features: on unit((unit(h) - m) W), W the corpus' ZCA matrix."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from image_corpus import write_corpus
 
-from models.biggan import Discriminator, DiscriminatorConfig, FeatureCentre, Generator, GeneratorConfig
+from models.biggan import Discriminator, DiscriminatorConfig, FeatureCentre, Generator, GeneratorConfig, zca
 from models.biggan_io import load_generator
 from models.image_encoder import load_encoder
 from pipeline import icgan
-from pipeline.params import GeneratorParams, ImageEncoderParams
+from pipeline.params import GeneratorParams, ImageEncoderParams, ParamsError
 from stages import train_generator, train_image_encoder
 
 ENC = ImageEncoderParams(lr=1e-3, width=2, hidden_dim=16, proj_dim=8, n_prototypes=6, steps=2, batch=8, crop_size=32,
@@ -73,3 +74,57 @@ def test_stage_stores_the_corpus_mean_and_generation_uses_it(tmp_path: Path) -> 
     plain = dataclasses.replace(GEN, centre_features=False)
     train_generator.run(plain, encoder=root / "enc.pt", images=root, out=root / "plain.pt", reports=root / "rep2")
     assert load_generator(root / "plain.pt").feature_centre is None
+
+
+def test_zca_whitens_and_its_eps_bounds_the_gain() -> None:
+    torch.manual_seed(0)
+    scale = torch.tensor([3.0, 1.0, 0.3, 0.1, 0.03, 0.01])
+    h = F.normalize(torch.randn(4000, 6) * scale + torch.tensor([4.0, 0, 0, 0, 0, 0]), dim=1)
+    mean, w = zca(h, 1e-6)
+    white = (h - mean) @ w
+    assert torch.allclose(mean, h.mean(0), atol=1e-6) and torch.allclose(w, w.T, atol=1e-5)
+    assert torch.allclose(torch.cov(white.T), torch.eye(6), atol=0.02)  # nearly eps-free: the identity
+    _, soft = zca(h, 1.0)
+    var = torch.linalg.eigvalsh(torch.cov(((h - mean) @ soft).T))
+    assert float(var.max()) < 1.0 and float(var.max() / var.min()) > 10  # small directions raised, not to 1
+    with pytest.raises(ValueError, match="eps must be positive"):
+        zca(h, 0.0)
+    with pytest.raises(ParamsError, match="generator.whiten_eps: expected > 0"):
+        dataclasses.replace(GEN, whiten_eps=0.0)
+
+
+def test_whitening_by_hand_and_its_buffer() -> None:
+    torch.manual_seed(1)
+    h, m, w = torch.randn(5, 6), F.normalize(torch.randn(6), dim=0) * 0.5, torch.randn(6, 6)
+    centre = FeatureCentre(6, whiten=True)
+    assert torch.allclose(centre(h), F.normalize(h, dim=1), atol=1e-6)  # identity until set
+    centre.mean.copy_(m)
+    centre.whiten.copy_(w)
+    assert torch.allclose(centre(h), F.normalize((F.normalize(h, dim=1) - m) @ w, dim=1), atol=1e-6)
+    plain = Generator(GeneratorConfig(**SMALL))
+    white = Generator(GeneratorConfig(**SMALL, whiten_features=True))
+    assert set(white.state_dict()) - set(plain.state_dict()) == {"feature_centre.mean", "feature_centre.whiten"}
+    trainer = icgan.Trainer(GeneratorConfig(**SMALL, centre_features=True),
+                            DiscriminatorConfig(ch=4, resolution=32, attn="0", n_classes=1, feat_dim=6,
+                                                centre_features=True), train_generator.recipe(GEN))
+    with pytest.raises(ValueError, match="goes with whiten_features"):
+        trainer.set_feature_centre(torch.zeros(6), torch.eye(6))
+
+
+def test_stage_stores_the_zca_matrix_and_a_saved_generator_uses_it(tmp_path: Path) -> None:
+    root = write_corpus(tmp_path)
+    train_image_encoder.run(ENC, images=root, out=root / "enc.pt", report=root / "enc.json")
+    p = dataclasses.replace(GEN, centre_features=False, whiten_features=True, whiten_eps=0.5)
+    train_generator.run(p, encoder=root / "enc.pt", images=root, out=root / "gen.pt", reports=root / "rep")
+    G = load_generator(root / "gen.pt")
+    enc, size = load_encoder(root / "enc.pt")
+    _, feats, _ = train_generator._corpus(enc, size, root, p)
+    mean, w = zca(feats, 0.5)
+    assert torch.allclose(G.feature_centre.mean, mean, atol=1e-5)
+    assert torch.allclose(G.feature_centre.whiten, w, atol=1e-3 * float(w.abs().max()))
+    z, h = torch.randn(2, G.dim_z), feats[:2]
+    with torch.no_grad():  # the stored matrix is what draws: an identity there changes the images
+        before = G.eval()(z, feature=h)
+        G.feature_centre.whiten.copy_(torch.eye(w.shape[0]))
+        assert not torch.allclose(before, G(z, feature=h), atol=1e-4)
+
