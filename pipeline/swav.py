@@ -289,8 +289,9 @@ def _loss(model: ImageEncoder, zs: list[Tensor], scores: list[Tensor], queue: Te
 def foreground_corpus(images: np.ndarray, groups: np.ndarray | None, r: SwavRecipe,
                       device: torch.device) -> tuple[np.ndarray, np.ndarray | None, Tensor | None]:
     """(images, groups, scenes) to train on: with ``r.min_foreground``, only the frames whose foreground
-    covers that share (``groups`` keep their clip numbers); with ``r.bg_swap`` or ``r.fg_zoom``, every
-    clip's median scene ``Tensor[G, 3, H, W]`` in [0, 1] on ``device`` (else None). All need ``groups``."""
+    covers that share (``groups`` keep their clip numbers); with ``r.bg_swap``, ``r.fg_zoom`` or
+    ``r.texture_negatives``, every clip's median scene ``Tensor[G, 3, H, W]`` in [0, 1] on ``device``
+    (else None). All need ``groups``."""
     if r.bg_swap <= 0 and r.min_foreground <= 0 and r.fg_zoom <= 0 and not r.texture_negatives:
         return images, groups, None
     if groups is None:
