@@ -179,17 +179,24 @@ class FeatureCentre(nn.Module):
         return F.normalize(x, dim=1).to(feature.dtype)
 
 
-def zca(features: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def zca(features: torch.Tensor, eps: float, *, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean ``[D]``, ZCA matrix ``[D, D]``) of the unit rows of ``features`` ``[N, D]``: ``W = U diag((l +
     eps x mean(l))^-1/2) U^T`` over the eigenpairs ``(l, U)`` of their covariance; ``eps`` (relative to
-    the mean eigenvalue, > 0) keeps the near-empty directions from being blown up into noise."""
+    the mean eigenvalue, > 0) keeps the near-empty directions from being blown up into noise. ``rank`` > 0
+    keeps only the top ``rank`` principal directions (``U``'s columns of the largest ``l``): the rest are
+    dropped (``W`` has that rank), so directions too small for a sound to predict do not reach G."""
     if not eps > 0:
         raise ValueError(f"eps must be positive, got {eps}")
+    if rank < 0:
+        raise ValueError(f"rank must be >= 0 (0: every direction), got {rank}")
     h = F.normalize(features.double(), dim=1)
     mean = h.mean(0)
-    lam, u = torch.linalg.eigh(torch.cov((h - mean).T))
+    lam, u = torch.linalg.eigh(torch.cov((h - mean).T))  # ascending
     lam = lam.clamp(min=0)
-    w = u @ torch.diag((lam + eps * lam.mean()).rsqrt()) @ u.T
+    scale = (lam + eps * lam.mean()).rsqrt()
+    if rank:
+        scale[:max(0, len(lam) - rank)] = 0
+    w = u @ torch.diag(scale) @ u.T
     return mean.float(), w.float()
 
 

@@ -172,6 +172,7 @@ class GeneratorParams:
     centre_features: bool = False  # G and D see unit(h - corpus mean) (README "The visual half")
     whiten_features: bool = False  # G and D see unit((unit(h) - corpus mean) W), W the corpus' ZCA matrix
     whiten_eps: float = 1.0  # ZCA regulariser, relative to the mean eigenvalue of the features' covariance
+    whiten_rank: int = 0  # whiten only the top this many principal directions and drop the rest (0: all)
     batch: int = 32
     g_lr: float = 4e-4
     d_lr: float = 4e-4
@@ -195,6 +196,8 @@ class GeneratorParams:
     def __post_init__(self) -> None:
         if not self.whiten_eps > 0:
             raise ParamsError(f"generator.whiten_eps: expected > 0, got {self.whiten_eps}")
+        if self.whiten_rank < 0:
+            raise ParamsError(f"generator.whiten_rank: expected >= 0 (0: every direction), got {self.whiten_rank}")
 
 
 @dataclass(frozen=True)

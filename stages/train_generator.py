@@ -134,7 +134,7 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
     consistency = FeatureConsistency(encoder, size) if p.feature_weight > 0 else None
     trainer = icgan.Trainer(g_cfg, d_cfg, recipe(p), device, encoder=consistency)
     if p.whiten_features:
-        trainer.set_feature_centre(*zca(feats, p.whiten_eps))
+        trainer.set_feature_centre(*zca(feats, p.whiten_eps, rank=p.whiten_rank))
     elif p.centre_features:
         trainer.set_feature_centre(feats.mean(0))
     log.info("IC-GAN on %s with %d threads, bf16 autocast %s", device, torch.get_num_threads(),

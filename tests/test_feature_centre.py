@@ -93,6 +93,26 @@ def test_zca_whitens_and_its_eps_bounds_the_gain() -> None:
         dataclasses.replace(GEN, whiten_eps=0.0)
 
 
+def test_zca_rank_whitens_the_top_directions_and_drops_the_rest() -> None:
+    torch.manual_seed(2)
+    scale = torch.tensor([3.0, 1.0, 0.3, 0.1, 0.03, 0.01])
+    h = F.normalize(torch.randn(4000, 6) * scale + torch.tensor([4.0, 0, 0, 0, 0, 0]), dim=1)
+    mean, full = zca(h, 1e-6)
+    _, w = zca(h, 1e-6, rank=2)
+    assert torch.linalg.matrix_rank(w.double(), rtol=1e-4) == 2 and torch.allclose(w, w.T, atol=1e-5)
+    lam, u = torch.linalg.eigh(torch.cov((h - mean).T).double())
+    top, rest = u[:, -2:].float(), u[:, :-2].float()
+    white = (h - mean) @ w
+    assert torch.allclose(torch.cov((white @ top).T), torch.eye(2), atol=0.02)  # the top two: whitened
+    assert float((white @ rest).abs().max()) < 1e-3  # the other four: gone
+    assert torch.allclose(white @ top, (h - mean) @ full @ top, atol=1e-3)  # as the full ZCA there
+    assert torch.allclose(zca(h, 1.0, rank=6)[1], zca(h, 1.0)[1], atol=1e-5)  # rank = D: every direction
+    with pytest.raises(ValueError, match="rank must be >= 0"):
+        zca(h, 1.0, rank=-1)
+    with pytest.raises(ParamsError, match="generator.whiten_rank: expected >= 0"):
+        dataclasses.replace(GEN, whiten_rank=-1)
+
+
 def test_whitening_by_hand_and_its_buffer() -> None:
     torch.manual_seed(1)
     h, m, w = torch.randn(5, 6), F.normalize(torch.randn(6), dim=0) * 0.5, torch.randn(6, 6)
@@ -114,12 +134,13 @@ def test_whitening_by_hand_and_its_buffer() -> None:
 def test_stage_stores_the_zca_matrix_and_a_saved_generator_uses_it(tmp_path: Path) -> None:
     root = write_corpus(tmp_path)
     train_image_encoder.run(ENC, images=root, out=root / "enc.pt", report=root / "enc.json")
-    p = dataclasses.replace(GEN, centre_features=False, whiten_features=True, whiten_eps=0.5)
+    p = dataclasses.replace(GEN, centre_features=False, whiten_features=True, whiten_eps=0.5, whiten_rank=3)
     train_generator.run(p, encoder=root / "enc.pt", images=root, out=root / "gen.pt", reports=root / "rep")
     G = load_generator(root / "gen.pt")
     enc, size = load_encoder(root / "enc.pt")
     _, feats, _ = train_generator._corpus(enc, size, root, p)
-    mean, w = zca(feats, 0.5)
+    mean, w = zca(feats, 0.5, rank=3)
+    assert torch.linalg.matrix_rank(w.double(), rtol=1e-4) == 3
     assert torch.allclose(G.feature_centre.mean, mean, atol=1e-5)
     assert torch.allclose(G.feature_centre.whiten, w, atol=1e-3 * float(w.abs().max()))
     z, h = torch.randn(2, G.dim_z), feats[:2]
