@@ -85,7 +85,7 @@ def main() -> None:
     audio = F.normalize(s2i.features(s2i.fit(test.waves)).float(), dim=1)  # G sees unit features
     audio_labels = np.array(test.labels, dtype=object)
     mean = h.mean(0)
-    lam, u = torch.linalg.eigh(torch.cov((h - mean).T))
+    u = torch.linalg.eigh(torch.cov((h - mean).T)).eigenvectors  # ascending eigenvalues
     rows: list[tuple[str, Callable[[Tensor], Tensor]]] = [("raw", lambda x: x), ("centred", lambda x: x - mean)]
     for k in ranks:
         keep = u[:, -k:] if k else u
@@ -93,12 +93,10 @@ def main() -> None:
         for eps in (1.0, 0.1):
             m, w = zca(h, eps, rank=k)
             rows.append((f"top {k or 'all'} whitened, eps {eps}", lambda x, m=m, w=w: (x - m) @ w))
-    first = True
-    for name, t in rows:
+    for i, (name, t) in enumerate(rows):
         r = scores(t, e, labels, split, audio, audio_labels)
-        if first:
+        if i == 0:
             print("| transform | " + " | ".join(r) + " |\n|---|" + "---|" * len(r))
-            first = False
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in r.values()) + " |")
 
 
