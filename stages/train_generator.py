@@ -139,8 +139,8 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
         trainer.set_feature_centre(feats.mean(0))
     log.info("IC-GAN on %s with %d threads, bf16 autocast %s", device, torch.get_num_threads(),
              "on" if amp_on(device, p.amp, cpu=True) else "off")
-    check = ClassCheck(encoder, size, images, p.eval_frames, g_cfg.dim_z, p.seed)
-    fid = FidCurve(check.features, read_images(images, "train")[0], p.resolution, p.fid_images, g_cfg.dim_z,
+    check = ClassCheck(encoder, size, images, p.eval_frames, trainer.G.dim_z, p.seed)
+    fid = FidCurve(check.features, read_images(images, "train")[0], p.resolution, p.fid_images, trainer.G.dim_z,
                    p.seed + 1)
     resume, curve, fids, seconds = out.with_name(out.name + ".resume"), [], [], 0.0
     blob = torch.load(resume, map_location="cpu", weights_only=True) if resume.is_file() else None

@@ -114,6 +114,18 @@ def test_stage_trains_writes_checkpoint_grid_and_metrics(setup: Path) -> None:
     assert summary["fid_images"] == 16
 
 
+def test_stage_at_64px_uses_the_generators_own_noise_size(setup: Path) -> None:
+    """At 64 px z splits into 5 slots; dim_z 16 leaves 15 (published rule), and the checks must draw 15."""
+    out, rep = setup / "gen64.pt", setup / "rep64"
+    p = GeneratorParams(**{**GEN.__dict__, "resolution": 64, "steps": 2, "fid_every": 1})
+    summary = train_generator.run(p, encoder=setup / "enc.pt", images=setup, out=out, reports=rep)
+    G = load_generator(out)
+    assert G.cfg.resolution == 64 and G.dim_z == 15 and summary["steps"] == 2
+    assert [r.split(",")[0] for r in (rep / "fid.csv").read_text().splitlines()[1:]] == ["1", "2"]
+    image = G(torch.zeros(1, 15), None, torch.nn.functional.normalize(torch.ones(1, 64), dim=1))
+    assert image.shape == (1, 3, 64, 64)
+
+
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 30 images, 64 dims: singular covariances
 def test_fid_curve_is_the_frechet_distance_of_encoder_features(setup: Path) -> None:
     """FidCurve (torchmetrics on the encoder) against the formula computed here with scipy, on the same images."""
