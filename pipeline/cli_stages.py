@@ -254,6 +254,8 @@ def stage_evaluate(
     audio_encoder: Annotated[Path, typer.Option(help="audio encoder")] = Path("artifacts/audio_encoder.pt"),
     generator: Annotated[Path, typer.Option(help="generator")] = Path("artifacts/generator.pt"),
     evaluator: Annotated[Path, typer.Option(help="evaluator")] = Path("artifacts/evaluator.pt"),
+    image_encoder: Annotated[Path, typer.Option(help="image encoder (features of the labelled test frames)")] = Path(
+        "artifacts/image_encoder.pt"),
     embeddings: Annotated[Path, typer.Option(help="the embed stage's folder")] = Path("data/embeddings"),
     images: Annotated[Path, typer.Option(help="the images stage's folder")] = Path("data/images"),
     pairs: Annotated[Path, typer.Option(help="pairs.parquet")] = Path("data/pairs.parquet"),
@@ -266,7 +268,7 @@ def stage_evaluate(
     """Generate from every test clip's sound; write R@k, FID, IS, references and controls."""
     makers = ((shards, "pairs"), (pairs, "pairs"), (videos, "videos"), (events, "videos"),
               (images / "eval.npy", "images"), (embeddings / "test.npy", "embed"), (audio_encoder, "train_audio_encoder"),
-              (generator, "train_generator"), (evaluator, "train_evaluator"))
+              (generator, "train_generator"), (evaluator, "train_evaluator"), (image_encoder, "train_image_encoder"))
     for path, stage in makers:
         require_artifact(path, stage)
     from models.checkpoint import CheckpointMismatchError
@@ -274,9 +276,11 @@ def stage_evaluate(
 
     try:
         m = evaluate.run(section(params, "evaluate", EvaluateParams), shards=shards, audio_encoder=audio_encoder,
-                         generator=generator, evaluator=evaluator, embeddings=embeddings, images=images, pairs=pairs,
+                         generator=generator, evaluator=evaluator, image_encoder=image_encoder,
+                         embeddings=embeddings, images=images, pairs=pairs,
                          videos=videos, events=events, metrics=metrics, plots=plots, samples=samples)
     except (ParamsError, ValueError, FileNotFoundError, CheckpointMismatchError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    typer.echo("evaluate: " + ", ".join(f"{k} {m.get(k)}" for k in ("r1", "r5", "fid", "is", "r1_upper", "r1_lower",
+    typer.echo("evaluate: " + ", ".join(f"{k} {m.get(k)}" for k in ("r1", "r5", "fid", "is", "r1_upper",
+                                                                     "r1_upper_frames", "r1_real_pairs", "r1_lower",
                                                                      "volume_spearman", "mix_top2", "moment_hit")))

@@ -5,6 +5,7 @@
 * :class:`SoundToImage`: the audio encoder (with its own spectrogram recipe, as in training) and the
   generator: waveforms (optionally scaled by a gain, before the spectrogram) -> features -> images.
 * :class:`Judge`: the trained evaluator with its class names: images -> logits, drawn sizes.
+* :func:`frame_features`: the image encoder's features of frames, with the `embed` stage's input.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from torch import Tensor
 from models.biggan_io import load_generator
 from models.checkpoint import read_checkpoint
 from models.evaluator import Evaluator
+from models.image_encoder import load_encoder
 from pipeline import audio_input, embed_audio, generate, shard_io
+from pipeline.preprocess import encoder_tensor
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,18 @@ class Judge:
         if not outs:
             return torch.zeros(0, len(self.classes)), torch.zeros(0)
         return torch.cat([o.logits for o in outs]), torch.cat([o.size for o in outs])
+
+
+@torch.no_grad()
+def frame_features(encoder: Path, frames: np.ndarray, batch: int = 256) -> Tensor:
+    """The image encoder's features (not normalised) of uint8 frames ``[N, S, S, 3]``: ``Tensor[N, D]``.
+
+    Each frame gets the input the `embed` stage gives a pair's frame (:func:`pipeline.preprocess.encoder_tensor`
+    at the checkpoint's stored input size), so these features are comparable with the `embed` stage's."""
+    model, size = load_encoder(encoder)
+    out = [model(torch.stack([encoder_tensor(Image.fromarray(np.asarray(f)), size) for f in frames[s:s + batch]]))
+           for s in range(0, len(frames), batch)]
+    return torch.cat(out).float() if out else torch.zeros(0, model.out_dim)
 
 
 def frames_like(frames: np.ndarray, resolution: int) -> Tensor:

@@ -11,7 +11,11 @@ variant below). The evaluator (`train_evaluator`) then gives:
   (the floor a perfect generator would reach with this many frames).
 * References in the same run: ``*_upper``: the generator fed the true image feature of the pair's frame
   (the `embed` stage's test features); ``*_lower``: every clip's images drawn from the audio feature of
-  another clip (a seeded derangement), scored against the clip's own label.
+  another clip (a seeded derangement), scored against the clip's own label. ``r1_real_pairs``: the
+  evaluator's R@1 on the real pair frames themselves (a selected frame may show the source partly, small or
+  not at all, so this caps ``r1_upper``). ``r1_upper_frames`` / ``r5_upper_frames``: the generator fed the
+  image encoder's features of the labelled test frames (`images` stage ``eval.*``: a source of that class on
+  screen), its images scored against the frame's label (null without labelled frames).
 * Controls: ``volume_spearman``: the same clip's waveform scaled by each of ``gains`` (before the
   spectrogram), fixed noise, the evaluator's drawn-size head on the images, Spearman of size against gain
   per clip and noise, averaged; ``mix_top2``: two clips of different classes mixed 50/50, the share of
@@ -73,11 +77,12 @@ class Scorer:
         return out, logits
 
 
-def real_frames(images: Path, split: str) -> np.ndarray:
-    """The labelled eval frames of ``split`` (uint8 ``[M, S, S, 3]``; empty when there are none)."""
+def real_frames(images: Path, split: str) -> tuple[np.ndarray, list[str]]:
+    """The labelled eval frames of ``split`` (uint8 ``[M, S, S, 3]``; empty when there are none), their labels."""
     arr, table = read_images(images, "eval")
     idx = np.flatnonzero(np.array(table.column("split").to_pylist(), dtype=object) == split)
-    return np.asarray(arr[idx]) if len(idx) else np.zeros((0, *arr.shape[1:]), np.uint8)
+    labels = [table.column("label")[int(i)].as_py() for i in idx]
+    return (np.asarray(arr[idx]) if len(idx) else np.zeros((0, *arr.shape[1:]), np.uint8)), labels
 
 
 def upper_features(embeddings: Path, keys: list[str]) -> tuple[list[int], Tensor]:
@@ -184,6 +189,23 @@ def variants(scorer: Scorer, s2i: SoundToImage, test: TestSet, y: Tensor, z: Ten
     return {**m, **up, **low}, per_image, main
 
 
+def frame_references(scorer: Scorer, s2i: SoundToImage, test: TestSet, y: Tensor, z: Tensor, image_encoder: Path,
+                     frames: np.ndarray, labels: list[str]) -> tuple[dict, dict[str, tuple[Tensor, Tensor]]]:
+    """``r1_real_pairs`` and ``r1_upper_frames`` / ``r5_upper_frames`` (module docstring); the latter's
+    ``{suffix: (logits [M*K, C], labels [M*K])}`` for the per-class table (empty without labelled frames)."""
+    pairs = scorer.judge(evaluation.frames_like(test.frames, test.frames.shape[1]))[0]
+    m = {"r1_real_pairs": eval_metrics.recall_at_k(pairs, y, (1,))[1]}
+    yf = scorer.judge.index(labels)
+    if not len(frames):
+        return {**m, "r1_upper_frames": float("nan"), "r5_upper_frames": float("nan")}, {}
+    feats = evaluation.frame_features(image_encoder, frames)
+    if feats.shape[1] != s2i.G.cfg.feat_dim:
+        raise evaluation.EvaluationError(f"the image encoder {image_encoder} gives {feats.shape[1]}-d features but the "
+                                         f"generator takes {s2i.G.cfg.feat_dim}-d ones")
+    up, logits = scorer("_upper_frames", s2i.images(feats, z), yf, fid=False)
+    return {**m, **up}, {"_upper_frames": (logits, yf.repeat_interleave(len(z)))}
+
+
 def controls(s2i: SoundToImage, judge: Judge, test: TestSet, z: Tensor, p: EvaluateParams, plots: Path,
              single: Tensor) -> dict:
     """Volume (also written to ``plots/volume.csv``) and mixing (``single``: see :func:`mixing`)."""
@@ -199,7 +221,7 @@ def controls(s2i: SoundToImage, judge: Judge, test: TestSet, z: Tensor, p: Evalu
 
 
 def run(p: EvaluateParams, *, shards: Path, audio_encoder: Path, generator: Path, evaluator: Path,
-        embeddings: Path, images: Path, pairs: Path, videos: Path, events: Path, metrics: Path,
+        image_encoder: Path, embeddings: Path, images: Path, pairs: Path, videos: Path, events: Path, metrics: Path,
         plots: Path, samples: Path) -> dict:
     """Measure everything (module docstring); write metrics, plots and samples; return the metrics."""
     torch.set_num_threads(p.threads)
@@ -214,7 +236,7 @@ def run(p: EvaluateParams, *, shards: Path, audio_encoder: Path, generator: Path
     if unknown:
         log.warning("test classes without train frames (the evaluator cannot name them; their clips count as "
                     "misses): %s", unknown)
-    real_test, real_val = real_frames(images, "test"), real_frames(images, "val")
+    (real_test, test_labels), (real_val, _) = real_frames(images, "test"), real_frames(images, "val")
     real = evaluation.frames_like(real_test if len(real_test) else test.frames, res)
     scorer = Scorer(judge, real, p)
     z = generate.truncated_noise(p.n_noise, s2i.dim_z, p.truncation, p.seed)
@@ -222,6 +244,8 @@ def run(p: EvaluateParams, *, shards: Path, audio_encoder: Path, generator: Path
                "evaluator_acc": judge.test_acc, "real_frames": len(real)}
     scores, per_image, main = variants(scorer, s2i, test, y, z, embeddings, p.seed)
     m.update(scores)
+    frame_scores, frame_images = frame_references(scorer, s2i, test, y, z, image_encoder, real_test, test_labels)
+    m.update(frame_scores)
     m["fid_real"] = (scorer.fid(evaluation.frames_like(real_val, res))
                      if len(real_val) >= 2 and len(real_test) and scorer.fid is not None else float("nan"))
     m.update(controls(s2i, judge, test, z, p, plots, per_image[""][0]))
@@ -231,7 +255,7 @@ def run(p: EvaluateParams, *, shards: Path, audio_encoder: Path, generator: Path
         names = sorted(set(c for c in judge.classes if c != NONE) | set(test.labels))
         m.update(clip_eval.clip_recall(main.flatten(0, 1), [names.index(v) for v in test.labels for _ in z],
                                        names, Path(p.clip_checkpoint), p.clip_model))
-    write_text(plots / "per_class.csv", per_class_csv(judge, test.labels, per_image))
+    write_text(plots / "per_class.csv", per_class_csv(judge, test.labels, {**per_image, **frame_images}))
     m["samples"] = write_samples(samples, s2i, test, main, p.samples, judge.model.config.image_size)
     m["seconds"] = round(time.time() - t0, 1)
     m = {k: _clean(v) for k, v in m.items()}

@@ -12,6 +12,7 @@ import torch
 from models.audio_encoder import AudioEncoder, AudioEncoderConfig
 from models.biggan import Generator, GeneratorConfig
 from models.checkpoint import save_checkpoint
+from models.image_encoder import ImageEncoder, ImageEncoderConfig
 from pipeline import features, manifests
 from pipeline.image_store import ImageWriter
 from pipeline.params import SpectrogramParams
@@ -21,7 +22,7 @@ CLASSES = ("class0", "class1", "class2")  # the test shards also hold class3: a 
 SIZE, FPS, FRAMES = 32, 10, 8
 EVENT = (0.2, 0.6)  # every clip's one on-screen event, seconds
 TINY_SPEC = SpectrogramParams(kind="logmel", n_mels=16, n_frames=24, n_fft=256, hop_length=160)
-FEAT = 16
+FEAT = 32  # 32 x the tiny image encoder's width 1
 
 
 def frame(label: str | None, frac: float, rng: np.random.Generator) -> np.ndarray:
@@ -71,8 +72,8 @@ def write_world(root: Path, per_class: dict[str, int] | None = None, seed: int =
 
 
 def write_artifacts(root: Path, n_test: int = 8) -> list[str]:
-    """Test shards (classes class0..class3), a tiny audio encoder and generator, test image features and
-    pairs.parquet (half of the world's test clips picked inside their event). Returns the shard keys."""
+    """Test shards (classes class0..class3), a tiny audio encoder, image encoder and generator, test image
+    features and pairs.parquet (half of the world's test clips picked inside their event). Returns the shard keys."""
     keys = write_shards(root / "shards", "test", n_test, per_shard=4, classes=4)
     torch.manual_seed(0)
     acfg = AudioEncoderConfig(width=2, embed_dim=FEAT)
@@ -81,6 +82,8 @@ def write_artifacts(root: Path, n_test: int = 8) -> list[str]:
     gcfg = GeneratorConfig(ch=4, dim_z=16, resolution=32, attn="0", hier=True, shared_dim=16, shared_dim_feat=8,
                            n_classes=1, class_cond=False, instance_cond=True, feat_dim=FEAT)
     save_checkpoint(root / "generator.pt", Generator(gcfg).eval(), gcfg, step=1)
+    ecfg = ImageEncoderConfig(width=1, hidden_dim=8, proj_dim=4, n_prototypes=4)
+    save_checkpoint(root / "image_encoder.pt", ImageEncoder(ecfg).eval(), ecfg, step=1, input_size=32)
     rng = np.random.default_rng(0)
     features.write(root / "embeddings", "test", keys, [f"class{i % 4}" for i in range(n_test)],
                    rng.normal(size=(n_test, FEAT)).astype(np.float32))

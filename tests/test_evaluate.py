@@ -172,7 +172,8 @@ def _params(root: Path, **evaluate: object) -> Path:
 def evaluate_cli(root: Path, *extra: str, params: Path | None = None) -> subprocess.CompletedProcess:
     args = ["stage", "evaluate", "--params", str(params or _params(root)), "--shards", str(root / "shards"),
             "--audio-encoder", str(root / "audio_encoder.pt"), "--generator", str(root / "generator.pt"),
-            "--evaluator", str(root / "evaluator.pt"), "--embeddings", str(root / "embeddings"),
+            "--evaluator", str(root / "evaluator.pt"), "--image-encoder", str(root / "image_encoder.pt"),
+            "--embeddings", str(root / "embeddings"),
             "--images", str(root / "images"), "--pairs", str(root / "pairs.parquet"),
             "--videos", str(root / "videos.parquet"), "--events", str(root / "events.parquet"),
             "--metrics", str(root / "reports" / "metrics.json"), "--plots", str(root / "reports" / "evaluate"),
@@ -195,8 +196,10 @@ def test_evaluate_stage_end_to_end(world: tuple[Path, dict]) -> None:
     assert -1 <= m["volume_spearman"] <= 1 and 0 <= m["mix_top2"] <= 1 and 0 <= m["mix_top2_single"] <= 1
     assert 0 <= m["clip_r1"] <= m["clip_r5"] <= 1  # a random tiny CLIP: only the plumbing is checked
     assert m["moment_hit"] == 0.5  # half of the pairs were picked inside their event
+    assert 0 <= m["r1_upper_frames"] <= m["r5_upper_frames"] <= 1 and 0 <= m["r1_real_pairs"] <= 1
     per_class = (root / "reports" / "evaluate" / "per_class.csv").read_text().splitlines()
-    assert per_class[0] == "class,clips,r1,r1_upper,r1_lower,in_evaluator" and per_class[-1].startswith("class3,2,")
+    assert per_class[0] == "class,clips,r1,r1_upper,r1_lower,r1_upper_frames,in_evaluator"
+    assert per_class[-1].startswith("class3,2,")
     assert per_class[-1].endswith(",0")
     assert len((root / "reports" / "evaluate" / "volume.csv").read_text().splitlines()) == 6
     grids = sorted((root / "reports" / "samples").glob("*.png"))
@@ -208,6 +211,38 @@ def test_missing_artifact_names_the_stage_that_makes_it(world: tuple[Path, dict]
     out = evaluate_cli(root, "--generator", str(root / "nope" / "generator.pt"))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"{root / 'nope' / 'generator.pt'} is missing: run `dvc repro train_generator`" in out.stderr
+
+
+def test_image_encoder_of_another_feature_size_is_one_clear_error(world: tuple[Path, dict], tmp_path: Path) -> None:
+    from models.checkpoint import save_checkpoint
+    from models.image_encoder import ImageEncoder, ImageEncoderConfig
+
+    root, _ = world
+    cfg = ImageEncoderConfig(width=2, hidden_dim=8, proj_dim=4, n_prototypes=4)  # 64-d, the generator takes 32-d
+    save_checkpoint(tmp_path / "enc64.pt", ImageEncoder(cfg).eval(), cfg, step=1, input_size=32)
+    out = evaluate_cli(root, "--image-encoder", str(tmp_path / "enc64.pt"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "gives 64-d features but the generator takes 32-d ones" in out.stderr
+    missing = evaluate_cli(root, "--image-encoder", str(tmp_path / "none.pt"))
+    assert missing.returncode == 2 and "run `dvc repro train_image_encoder`" in missing.stderr
+
+
+def test_frame_features_equal_the_embed_stages_features_of_the_same_frames(world: tuple[Path, dict],
+                                                                            tmp_path: Path) -> None:
+    """r1_upper_frames must feed G what the embed stage would give for those frames (same input recipe)."""
+    from pipeline import features, shard_io
+    from pipeline.params import EmbedParams
+    from stages import embed
+
+    root, _ = world
+    embed.run(EmbedParams(image_size=32, batch=4, workers=0, device="cpu"), shards=root / "shards",
+              encoder=root / "image_encoder.pt", out_dir=tmp_path / "emb", splits=("test",))
+    table = features.read(tmp_path / "emb", "test")
+    samples = list(shard_io.read_samples(shard_io.shard_urls(root / "shards", "test"), ("jpg",)))
+    frames = np.stack([np.asarray(shard_io.decode_image_bytes(s["jpg"])) for s in samples])
+    got = evaluation.frame_features(root / "image_encoder.pt", frames, batch=3)
+    want = np.stack([table.features[table.rows[s["__key__"]]] for s in samples])
+    assert got.shape == (len(samples), 32) and np.allclose(got.numpy(), want, atol=1e-5)
 
 
 def test_empty_test_split_is_one_clear_error(world: tuple[Path, dict]) -> None:
