@@ -81,7 +81,8 @@ def real_frames(images: Path, split: str) -> tuple[np.ndarray, list[str]]:
     """The labelled eval frames of ``split`` (uint8 ``[M, S, S, 3]``; empty when there are none), their labels."""
     arr, table = read_images(images, "eval")
     idx = np.flatnonzero(np.array(table.column("split").to_pylist(), dtype=object) == split)
-    labels = [table.column("label")[int(i)].as_py() for i in idx]
+    every = table.column("label").to_pylist()
+    labels = [every[i] for i in idx]
     return (np.asarray(arr[idx]) if len(idx) else np.zeros((0, *arr.shape[1:]), np.uint8)), labels
 
 
