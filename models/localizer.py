@@ -6,19 +6,24 @@ of their cosine (multiple-instance: the source is somewhere in the frame). Train
 max-pooled similarities, both directions; a batch holds two times of each video, so the negatives of a
 frame are the other videos' audio and the same video's audio at another time.
 
-Torch only (importable without ``pipeline``/``stages``). Checkpoints: ``{"model", "config", "step"}``.
+An ensemble (``LocalizerConfig.members`` > 1, :class:`LocalizerEnsemble`) holds several localizers trained
+alone from different seeds; a frame's score is the mean of theirs (stages/score.py). Trained from other seeds,
+they miss the moment in different clips, so the mean misses fewer.
+
+Torch only (importable without ``pipeline``/``stages``). Checkpoints: ``{"model", "config", "step"}``; an
+ensemble's keys are its members' with the prefix ``members.<i>.``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.checkpoint import FromCheckpoint, save_checkpoint
+from models.checkpoint import FromCheckpoint, read_checkpoint, save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class LocalizerConfig:
     n_mels: int = 40
     n_frames: int = 96  # log-mel frames per window (hop 10 ms: 0.96 s + n_fft)
     temperature: float = 0.07
+    members: int = 1  # > 1: an ensemble of this many localizers of this architecture (LocalizerEnsemble)
 
 
 def _conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -116,6 +122,37 @@ class Localizer(nn.Module, FromCheckpoint):
         return self.paired_scores(self.embed_frames(frames), self.embed_audio(mel))
 
 
+class LocalizerEnsemble(nn.Module, FromCheckpoint):
+    """``cfg.members`` localizers of one architecture, trained alone (stages/train_localizer.py) and scored
+    together: `members` lists them, each a :class:`Localizer` of ``cfg`` with ``members=1``."""
+
+    config_cls = LocalizerConfig
+    official_prefix = ""
+
+    def __init__(self, cfg: LocalizerConfig) -> None:
+        super().__init__()
+        if cfg.members < 2:
+            raise ValueError(f"an ensemble needs members >= 2, got {cfg.members}")
+        self.cfg = cfg
+        self.members = nn.ModuleList(Localizer(replace(cfg, members=1)) for _ in range(cfg.members))
+
+    @classmethod
+    def of(cls, models: list[Localizer]) -> "LocalizerEnsemble":
+        """The ensemble of trained single localizers of one config (their weights are copied in)."""
+        cfgs = {m.cfg for m in models}
+        if len(cfgs) != 1 or models[0].cfg.members != 1:
+            raise ValueError(f"ensemble members must be single localizers of one config, got {cfgs}")
+        ens = cls(replace(models[0].cfg, members=len(models)))
+        for dst, src in zip(ens.members, models):
+            dst.load_state_dict(src.state_dict())
+        return ens.train(models[0].training)
+
+
+def members_of(model: "Localizer | LocalizerEnsemble") -> list[Localizer]:
+    """The single localizers whose scores are averaged: the ensemble's members, or ``[model]``."""
+    return list(model.members) if isinstance(model, LocalizerEnsemble) else [model]
+
+
 def infonce_loss(vmap: Tensor, aemb: Tensor, temperature: float, groups: Tensor | None = None) -> Tensor:
     """Symmetric InfoNCE over max-pooled similarities; frame i and audio i are the positive pair.
 
@@ -133,11 +170,16 @@ def infonce_loss(vmap: Tensor, aemb: Tensor, temperature: float, groups: Tensor 
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
-def save(model: Localizer, path: str | Path, *, step: int, **extra: Any) -> None:
+def save(model: Localizer | LocalizerEnsemble, path: str | Path, *, step: int, **extra: Any) -> None:
     """Write ``{"model", "config", "step", **extra}`` to ``path`` atomically."""
     save_checkpoint(path, model, model.cfg, step=step, **extra)
 
 
-def load(src: str | Path, *, map_location: str | torch.device = "cpu") -> Localizer:
-    """Load an own-format checkpoint strictly (``weights_only=True``); the model comes back in eval mode."""
-    return Localizer.from_checkpoint(src, map_location=map_location).eval()
+def load(src: str | Path | Mapping[str, Any], *,
+         map_location: str | torch.device = "cpu") -> Localizer | LocalizerEnsemble:
+    """Load an own-format checkpoint strictly (``weights_only=True``); the model comes back in eval mode, a
+    :class:`LocalizerEnsemble` when its config has ``members`` > 1."""
+    obj = read_checkpoint(src, map_location=map_location)
+    config = obj.get("config") if isinstance(obj, Mapping) else None
+    cls = LocalizerEnsemble if isinstance(config, Mapping) and int(config.get("members", 1)) > 1 else Localizer
+    return cls.from_checkpoint(src, map_location=map_location).eval()  # reads a path again: errors name it

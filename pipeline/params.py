@@ -50,6 +50,11 @@ class LocalizerParams:
     workers: int = 2  # decode processes
     threads: int = 1  # torch threads for training (more than the free cores slows it down)
     save_every: int = 100  # steps between saves of the training state (a rerun resumes from it)
+    members: int = 1  # localizers trained from seeds seed + 10000 i, i < members; `score` averages their C[t]
+
+    def __post_init__(self) -> None:
+        if self.members < 1:
+            raise ParamsError(f"localizer.members must be at least 1, got {self.members}")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Each video is decoded at ``decode.fps`` (a pool of ``score.workers`` processes);
 ``t = k / fps`` the audio window of ``score.window_s`` seconds centred on t is encoded, and
 C[t] = max over space of cos(q_V(t, x, y), q_A(t)) (models/localizer.py). The ``score.k`` best frames
 of each video go to ``moments.parquet`` (rank 0 = best, ties to the earlier frame). With
-``score.normalize: video`` (default) C[t] is contrasted with the video's other frames (`score_clip`).
+``score.normalize: video`` (default) C[t] is contrasted with the video's other frames (`score_clip`). An
+ensemble localizer (``localizer.members`` > 1) gives the mean of its members' C[t].
 
 Failures: ``moments.parquet`` holds moments only (its schema has no status column); a video that cannot be
 scored (no audio stream, a silent track, shorter than one window, a decode error) gets no rows and is
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.localizer import Localizer, load
+from models.localizer import Localizer, LocalizerEnsemble, load, members_of
 from pipeline import manifests, moments
 from pipeline.params import DecodeParams, ScoreParams
 
@@ -50,16 +51,24 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 @torch.inference_mode()
-def score_clip(model: Localizer, clip: moments.Clip, mels: torch.Tensor, normalize: str = "video",
-               batch: int = 256) -> np.ndarray:
+def score_clip(model: Localizer | LocalizerEnsemble, clip: moments.Clip, mels: torch.Tensor,
+               normalize: str = "video", batch: int = 256) -> np.ndarray:
     """C[t] of every frame: frames ``(N, H, W, 3)`` uint8 and mels ``(N, 1, n_mels, F)`` -> ``(N,)`` float64.
 
     ``normalize="none"``: C[t] = S[t, t] with S[i, j] = max_xy cos(q_V(i, x, y), q_A(j)).
     ``normalize="video"``: C[t] = S[t, t] - mean_i S[i, t], how much better frame t matches its sound than
     the video's frames do on average; a window of silence or of an off-screen sound matches every frame
-    about equally and scores near 0, whatever its raw similarity to backgrounds."""
+    about equally and scores near 0, whatever its raw similarity to backgrounds.
+    An ensemble's C[t] is the mean of its members' (each computed as above)."""
+    members = members_of(model)
     dev = next(model.parameters()).device
     frames, mels = torch.from_numpy(clip.frames).to(dev), mels.to(dev, memory_format=torch.channels_last)
+    return sum(_member_scores(m, frames, mels, normalize, batch) for m in members) / len(members)
+
+
+def _member_scores(model: Localizer, frames: torch.Tensor, mels: torch.Tensor, normalize: str,
+                   batch: int) -> np.ndarray:
+    """One localizer's C[t] (`score_clip`), frames and mels already on its device."""
     vmaps = torch.cat([model.embed_frames(frames[i:i + batch]) for i in range(0, len(frames), batch)])
     aembs = torch.cat([model.embed_audio(mels[i:i + batch]) for i in range(0, len(mels), batch)])
     if normalize == "none":
@@ -90,7 +99,7 @@ def _decode(args: tuple[str, str, ScoreParams, DecodeParams, int]) -> tuple[str,
     return vid, (clip, mels), time.perf_counter() - t0
 
 
-def score_videos(model: Localizer, rows: list[dict], manifest: Path, p: ScoreParams, d: DecodeParams,
+def score_videos(model: Localizer | LocalizerEnsemble, rows: list[dict], manifest: Path, p: ScoreParams, d: DecodeParams,
                  sheets: Path | None = None) -> tuple[list[dict], dict[str, str], dict]:
     """Score ``rows`` (ok videos); returns (moment rows, {video_id: error}, timings). With ``sheets``, the
     first ``p.sheets`` videos scored also get a contact sheet ``sheets/VIDEO_ID.png``."""
@@ -124,7 +133,7 @@ def _save_sheet(clip: moments.Clip, scores: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def contact_sheet(model: Localizer, row: dict, manifest: Path, p: ScoreParams, d: DecodeParams,
+def contact_sheet(model: Localizer | LocalizerEnsemble, row: dict, manifest: Path, p: ScoreParams, d: DecodeParams,
                   spans: list[tuple[float, float]] = ()) -> "Image.Image | str":
     """The contact sheet of one videos.parquet row (frames, C[t], the top-1 marked), or why not."""
     from pipeline.sheet import contact_sheet as draw
@@ -137,7 +146,7 @@ def contact_sheet(model: Localizer, row: dict, manifest: Path, p: ScoreParams, d
     return draw(clip.frames, clip.times, scores, chosen=int(top_k(scores, 1)[0]), spans=spans)
 
 
-def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> Localizer:
+def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> Localizer | LocalizerEnsemble:
     """The localizer for scoring: eval mode on ``device``, channels-last (about 30% faster convs on CPU)."""
     return load(checkpoint).to(device, memory_format=torch.channels_last)
 

@@ -8,6 +8,11 @@ least ``min_gap_s`` apart, so a frame's negatives are the other videos' audio an
 the other time (models/localizer.py). ``localizer.checkpoint`` names an external checkpoint instead: it is
 loaded strictly and copied to the output. The training state is saved every ``localizer.save_every``
 steps to ``OUT.resume``; a rerun with the same params continues from it (and removes it when done).
+
+``localizer.members: N`` > 1 trains N localizers alone, from seeds ``seed + 10000 i`` (member 0 is the
+single localizer of ``seed``), up to ``localizer.workers`` at a time in forked processes of one thread each
+(the decoded set is shared, not copied), and writes them as one :class:`LocalizerEnsemble`; member i resumes
+from ``OUT.resume`` (i = 0) or ``OUT.resume<i>``.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from models.checkpoint import save_checkpoint
-from models.localizer import Localizer, LocalizerConfig, infonce_loss, load, save
+from models.localizer import Localizer, LocalizerConfig, LocalizerEnsemble, infonce_loss, load, save
 from pipeline import manifests, moments
 from pipeline.params import DecodeParams, LocalizerParams
 
@@ -97,6 +102,12 @@ def sample_pairs(data: TrainSet, n_videos: int, min_gap_s: float, gen: torch.Gen
     return torch.tensor(first + second)
 
 
+def model_config(p: LocalizerParams, image_size: int) -> LocalizerConfig:
+    """The architecture of one localizer (``members`` = 1) for frames of ``image_size`` pixels."""
+    return LocalizerConfig(dim=p.dim, width=p.width, image_size=image_size, n_mels=p.n_mels,
+                           n_frames=moments.n_mel_frames(p.window_s), temperature=p.temperature)
+
+
 def _resume_state(path: Path | None, key: dict) -> dict | None:
     """The saved training state at ``path`` when it exists and was made with the same params and seed."""
     if path is None or not path.is_file():
@@ -109,7 +120,7 @@ def _resume_state(path: Path | None, key: dict) -> dict | None:
 
 
 def train(data: TrainSet, p: LocalizerParams, seed: int, *, resume: Path | None = None,
-          stop_at: int | None = None) -> tuple[Localizer, list[float]]:
+          stop_at: int | None = None, desc: str = "train localizer") -> tuple[Localizer, list[float]]:
     """Adam with a cosine schedule for ``p.steps`` steps; returns the model (eval) and the loss curve.
 
     With ``resume``, the full training state (model, optimizer, schedule, random generators, losses) is
@@ -118,9 +129,7 @@ def train(data: TrainSet, p: LocalizerParams, seed: int, *, resume: Path | None 
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, p.threads))
     gen = torch.Generator().manual_seed(seed)
-    size = int(data.frames.shape[1])
-    cfg = LocalizerConfig(dim=p.dim, width=p.width, image_size=size, n_mels=p.n_mels,
-                          n_frames=moments.n_mel_frames(p.window_s), temperature=p.temperature)
+    cfg = model_config(p, int(data.frames.shape[1]))
     model = Localizer(cfg).train()
     opt = torch.optim.Adam(model.parameters(), lr=p.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, p.steps))
@@ -134,8 +143,7 @@ def train(data: TrainSet, p: LocalizerParams, seed: int, *, resume: Path | None 
         torch.set_rng_state(state["torch_rng"])
         losses = state["losses"].tolist()
         log.info("resuming from step %d (%s)", state["step"], resume)
-    for step in tqdm(range(len(losses), p.steps), desc="train localizer", unit="step", initial=len(losses),
-                     total=p.steps):
+    for step in tqdm(range(len(losses), p.steps), desc=desc, unit="step", initial=len(losses), total=p.steps):
         if stop_at is not None and step >= stop_at:
             break
         losses.append(_step(model, opt, data, p, gen))
@@ -163,6 +171,51 @@ def _step(model: Localizer, opt: torch.optim.Optimizer, data: TrainSet, p: Local
     return loss.item()
 
 
+MEMBER_SEED_STRIDE = 10_000  # member i of an ensemble trains from seed + 10000 i
+
+
+def member_resume(out: Path, i: int) -> Path:
+    """Where member ``i``'s training state is kept: ``OUT.resume`` for member 0, ``OUT.resume<i>`` after."""
+    return out.with_name(out.name + ".resume" + (str(i) if i else ""))
+
+
+_SHARED: TrainSet | None = None  # the decoded set, inherited (not pickled) by the forked member processes
+
+
+def _train_member(job: tuple[int, LocalizerParams, int, Path]) -> tuple[dict, list[float]]:
+    """Train member ``i`` in a pool process on the shared set -> (its state dict, its loss curve)."""
+    i, p, seed, out = job
+    assert _SHARED is not None
+    model, losses = train(_SHARED, p, seed + MEMBER_SEED_STRIDE * i, resume=member_resume(out, i),
+                          desc=f"train localizer {i}")
+    return model.state_dict(), losses
+
+
+def train_members(data: TrainSet, p: LocalizerParams, seed: int, out: Path) -> tuple[Localizer | LocalizerEnsemble,
+                                                                                      list[list[float]]]:
+    """The ``p.members`` localizers (one: the plain model), and each one's loss curve.
+
+    One member trains in this process; several train in up to ``p.workers`` forked processes (each with
+    ``p.threads`` threads, the set shared copy-on-write). Each gives the same weights as a lone run of its
+    seed. Resume files stay until the caller has saved the result."""
+    if p.members == 1:
+        model, losses = train(data, p, seed, resume=member_resume(out, 0))
+        return model, [losses]
+    global _SHARED
+    _SHARED = data
+    jobs = [(i, p, seed, out) for i in range(p.members)]
+    try:
+        with get_context("fork").Pool(min(p.members, max(1, p.workers))) as pool:
+            results = pool.map(_train_member, jobs, chunksize=1)
+    finally:
+        _SHARED = None
+    cfg = model_config(p, int(data.frames.shape[1]))
+    singles = [Localizer(cfg) for _ in results]
+    for single, (state, _) in zip(singles, results):
+        single.load_state_dict(state)
+    return LocalizerEnsemble.of(singles).eval(), [losses for _, losses in results]
+
+
 def run(seed: int, p: LocalizerParams, d: DecodeParams, *, videos: Path, out: Path) -> dict:
     """Train (or copy ``p.checkpoint``) into ``out``; returns a summary."""
     if p.checkpoint:
@@ -174,13 +227,16 @@ def run(seed: int, p: LocalizerParams, d: DecodeParams, *, videos: Path, out: Pa
     t0 = time.perf_counter()
     data, counts = build_set(Path(videos), p, d)
     t1 = time.perf_counter()
-    resume = out.with_name(out.name + ".resume")
-    model, losses = train(data, p, seed, resume=resume)
+    model, curves = train_members(data, p, seed, Path(out))
     t2 = time.perf_counter()
-    tail = float(np.mean(losses[-20:])) if losses else float("nan")
-    save(model, out, step=p.steps, window_s=p.window_s, loss=tail)
-    resume.unlink(missing_ok=True)
-    summary = dict(**counts, frames=int(len(data.video)), steps=p.steps, loss_first=losses[0] if losses else None,
-                   loss_last=tail, decode_s=round(t1 - t0, 1), train_s=round(t2 - t1, 1))
+    tails = [float(np.mean(c[-20:])) if c else float("nan") for c in curves]
+    tail = float(np.mean(tails))
+    save(model, out, step=p.steps, window_s=p.window_s, loss=tail, member_loss=tails)
+    for i in range(p.members):
+        member_resume(Path(out), i).unlink(missing_ok=True)
+    first = [c[0] for c in curves if c]
+    summary = dict(**counts, frames=int(len(data.video)), steps=p.steps, members=p.members,
+                   loss_first=float(np.mean(first)) if first else None, loss_last=tail,
+                   decode_s=round(t1 - t0, 1), train_s=round(t2 - t1, 1))
     log.info("train_localizer: %s", summary)
     return summary

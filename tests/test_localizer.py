@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from models.checkpoint import CheckpointMismatchError
-from models.localizer import Localizer, LocalizerConfig, infonce_loss, load, save
+from models.localizer import (Localizer, LocalizerConfig, LocalizerEnsemble, infonce_loss, load, members_of,
+                              save)
 
 CFG = LocalizerConfig(dim=16, width=8, n_mels=16, n_frames=24)
 
@@ -83,3 +84,22 @@ def test_checkpoint_round_trip_and_strictness(tmp_path: Path) -> None:
     ckpt["model"].pop("visual.head.bias")
     with pytest.raises(CheckpointMismatchError, match="visual.head.bias"):
         load(ckpt)
+
+
+def test_ensemble_round_trip_and_strictness(tmp_path: Path) -> None:
+    a, b = Localizer(CFG).eval(), Localizer(CFG).eval()
+    ens = LocalizerEnsemble.of([a, b])
+    assert ens.cfg.members == 2 and members_of(a) == [a]
+    save(ens, tmp_path / "ens.pt", step=3)
+    ckpt = torch.load(tmp_path / "ens.pt", weights_only=True)
+    assert ckpt["config"]["members"] == 2 and "members.1.visual.head.bias" in ckpt["model"]
+    back = load(tmp_path / "ens.pt")
+    assert isinstance(back, LocalizerEnsemble) and not back.training
+    frames, mels, _ = toy_batch(3, torch.Generator().manual_seed(2))
+    for got, want in zip(members_of(back), (a, b)):
+        torch.testing.assert_close(got(frames, mels), want(frames, mels), atol=0, rtol=0)
+    ckpt["model"].pop("members.1.audio.head.0.weight")
+    with pytest.raises(CheckpointMismatchError, match=r"members\.1\.audio\.head\.0\.weight"):
+        load(ckpt)
+    with pytest.raises(ValueError, match="one config"):
+        LocalizerEnsemble.of([a, Localizer(LocalizerConfig(dim=8, width=8, n_mels=16, n_frames=24))])

@@ -257,3 +257,60 @@ def test_score_under_torchrun_merges_the_ranks(scored: Path) -> None:
     assert {k: s[k] for k in ("total", "ok", "failed", "skipped", "errors")} == \
         {k: w[k] for k in ("total", "ok", "failed", "skipped", "errors")}
     assert not list(scored.glob(".*part*"))
+
+
+def _toy_set() -> train_localizer.TrainSet:
+    gen = torch.Generator().manual_seed(0)
+    return train_localizer.TrainSet(
+        frames=torch.randint(0, 255, (24, 64, 64, 3), dtype=torch.uint8, generator=gen),
+        mels=torch.randn(24, 1, 16, 97, generator=gen).half(),
+        video=torch.arange(6).repeat_interleave(4), time=torch.arange(4).repeat(6).double() * 0.5)
+
+
+def test_ensemble_members_equal_lone_runs_of_their_seeds_and_resume(tmp_path: Path) -> None:
+    from models.localizer import LocalizerEnsemble
+
+    data = _toy_set()
+    p = replace(FAST, steps=6, save_every=2, members=3)
+    lone = [train_localizer.train(data, replace(p, members=1), 5 + 10_000 * i)[0] for i in range(3)]
+    out = tmp_path / "loc.pt"
+    # member 1 was interrupted at step 2 in an earlier run: it resumes, the others start afresh
+    train_localizer.train(data, p, 5 + 10_000, resume=train_localizer.member_resume(out, 1), stop_at=3)
+    assert train_localizer.member_resume(out, 1).name == "loc.pt.resume1"
+    ens, curves = train_localizer.train_members(data, p, 5, out)
+    assert isinstance(ens, LocalizerEnsemble) and len(curves) == 3 and all(len(c) == 6 for c in curves)
+    for member, want in zip(ens.members, lone):
+        for k, v in want.state_dict().items():
+            torch.testing.assert_close(member.state_dict()[k], v, atol=0, rtol=0)
+    assert {f.name for f in tmp_path.iterdir()} == {"loc.pt.resume", "loc.pt.resume1", "loc.pt.resume2"}
+
+
+def test_ensemble_scores_are_the_mean_of_its_members(scored: Path, tmp_path: Path) -> None:
+    from models.localizer import Localizer, LocalizerEnsemble, load, save
+
+    a = load(scored / "loc.pt")
+    b = Localizer(a.cfg).eval()
+    save(LocalizerEnsemble.of([a, b]), tmp_path / "ens.pt", step=0)
+    ens = score.load_model(tmp_path / "ens.pt")
+    clip = moments.decode_clip(scored / "videos" / "world_00000.mp4", fps=10, window_s=1.0)
+    mels = moments.window_logmels(clip.audio, clip.times, n_mels=a.cfg.n_mels, window_s=1.0)
+    for norm in ("none", "video"):
+        want = (score.score_clip(a, clip, mels, norm) + score.score_clip(b, clip, mels, norm)) / 2
+        np.testing.assert_allclose(score.score_clip(ens, clip, mels, norm), want, atol=1e-6)
+
+
+def test_two_member_stage_writes_one_ensemble_and_cleans_up(scored: Path, tmp_path: Path) -> None:
+    from models.localizer import LocalizerEnsemble, load
+
+    out = tmp_path / "loc.pt"
+    summary = train_localizer.run(0, replace(FAST, members=2), DecodeParams(), videos=scored / "videos.parquet",
+                                  out=out)
+    assert summary["members"] == 2 and summary["ok"] == 8
+    ens = load(out)
+    assert isinstance(ens, LocalizerEnsemble) and ens.cfg.members == 2
+    single = load(scored / "loc.pt")  # the fixture's lone localizer of seed 0 is member 0
+    for k, v in single.state_dict().items():
+        torch.testing.assert_close(ens.members[0].state_dict()[k], v, atol=0, rtol=0)
+    assert [f.name for f in tmp_path.iterdir()] == ["loc.pt"]
+    with pytest.raises(ValueError, match="localizer.members must be at least 1"):
+        replace(FAST, members=0)
