@@ -148,7 +148,10 @@ class LocalizerEnsemble(nn.Module, FromCheckpoint):
         return ens.train(models[0].training)
 
 
-def members_of(model: "Localizer | LocalizerEnsemble") -> list[Localizer]:
+AnyLocalizer = Localizer | LocalizerEnsemble  # what `load` returns and `score` takes
+
+
+def members_of(model: AnyLocalizer) -> list[Localizer]:
     """The single localizers whose scores are averaged: the ensemble's members, or ``[model]``."""
     return list(model.members) if isinstance(model, LocalizerEnsemble) else [model]
 
@@ -170,13 +173,12 @@ def infonce_loss(vmap: Tensor, aemb: Tensor, temperature: float, groups: Tensor 
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
-def save(model: Localizer | LocalizerEnsemble, path: str | Path, *, step: int, **extra: Any) -> None:
+def save(model: AnyLocalizer, path: str | Path, *, step: int, **extra: Any) -> None:
     """Write ``{"model", "config", "step", **extra}`` to ``path`` atomically."""
     save_checkpoint(path, model, model.cfg, step=step, **extra)
 
 
-def load(src: str | Path | Mapping[str, Any], *,
-         map_location: str | torch.device = "cpu") -> Localizer | LocalizerEnsemble:
+def load(src: str | Path | Mapping[str, Any], *, map_location: str | torch.device = "cpu") -> AnyLocalizer:
     """Load an own-format checkpoint strictly (``weights_only=True``); the model comes back in eval mode, a
     :class:`LocalizerEnsemble` when its config has ``members`` > 1."""
     obj = read_checkpoint(src, map_location=map_location)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.localizer import Localizer, LocalizerEnsemble, load, members_of
+from models.localizer import AnyLocalizer, Localizer, load, members_of
 from pipeline import manifests, moments
 from pipeline.params import DecodeParams, ScoreParams
 
@@ -51,8 +51,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 @torch.inference_mode()
-def score_clip(model: Localizer | LocalizerEnsemble, clip: moments.Clip, mels: torch.Tensor,
-               normalize: str = "video", batch: int = 256) -> np.ndarray:
+def score_clip(model: AnyLocalizer, clip: moments.Clip, mels: torch.Tensor, normalize: str = "video",
+               batch: int = 256) -> np.ndarray:
     """C[t] of every frame: frames ``(N, H, W, 3)`` uint8 and mels ``(N, 1, n_mels, F)`` -> ``(N,)`` float64.
 
     ``normalize="none"``: C[t] = S[t, t] with S[i, j] = max_xy cos(q_V(i, x, y), q_A(j)).
@@ -99,7 +99,7 @@ def _decode(args: tuple[str, str, ScoreParams, DecodeParams, int]) -> tuple[str,
     return vid, (clip, mels), time.perf_counter() - t0
 
 
-def score_videos(model: Localizer | LocalizerEnsemble, rows: list[dict], manifest: Path, p: ScoreParams, d: DecodeParams,
+def score_videos(model: AnyLocalizer, rows: list[dict], manifest: Path, p: ScoreParams, d: DecodeParams,
                  sheets: Path | None = None) -> tuple[list[dict], dict[str, str], dict]:
     """Score ``rows`` (ok videos); returns (moment rows, {video_id: error}, timings). With ``sheets``, the
     first ``p.sheets`` videos scored also get a contact sheet ``sheets/VIDEO_ID.png``."""
@@ -133,7 +133,7 @@ def _save_sheet(clip: moments.Clip, scores: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def contact_sheet(model: Localizer | LocalizerEnsemble, row: dict, manifest: Path, p: ScoreParams, d: DecodeParams,
+def contact_sheet(model: AnyLocalizer, row: dict, manifest: Path, p: ScoreParams, d: DecodeParams,
                   spans: list[tuple[float, float]] = ()) -> "Image.Image | str":
     """The contact sheet of one videos.parquet row (frames, C[t], the top-1 marked), or why not."""
     from pipeline.sheet import contact_sheet as draw
@@ -146,7 +146,7 @@ def contact_sheet(model: Localizer | LocalizerEnsemble, row: dict, manifest: Pat
     return draw(clip.frames, clip.times, scores, chosen=int(top_k(scores, 1)[0]), spans=spans)
 
 
-def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> Localizer | LocalizerEnsemble:
+def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> AnyLocalizer:
     """The localizer for scoring: eval mode on ``device``, channels-last (about 30% faster convs on CPU)."""
     return load(checkpoint).to(device, memory_format=torch.channels_last)
 

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from models.checkpoint import save_checkpoint
-from models.localizer import Localizer, LocalizerConfig, LocalizerEnsemble, infonce_loss, load, save
+from models.localizer import AnyLocalizer, Localizer, LocalizerConfig, LocalizerEnsemble, infonce_loss, load, save
 from pipeline import manifests, moments
 from pipeline.params import DecodeParams, LocalizerParams
 
@@ -120,7 +120,7 @@ def _resume_state(path: Path | None, key: dict) -> dict | None:
 
 
 def train(data: TrainSet, p: LocalizerParams, seed: int, *, resume: Path | None = None,
-          stop_at: int | None = None, desc: str = "train localizer") -> tuple[Localizer, list[float]]:
+          stop_at: int | None = None, member: int | None = None) -> tuple[Localizer, list[float]]:
     """Adam with a cosine schedule for ``p.steps`` steps; returns the model (eval) and the loss curve.
 
     With ``resume``, the full training state (model, optimizer, schedule, random generators, losses) is
@@ -143,7 +143,9 @@ def train(data: TrainSet, p: LocalizerParams, seed: int, *, resume: Path | None 
         torch.set_rng_state(state["torch_rng"])
         losses = state["losses"].tolist()
         log.info("resuming from step %d (%s)", state["step"], resume)
-    for step in tqdm(range(len(losses), p.steps), desc=desc, unit="step", initial=len(losses), total=p.steps):
+    desc, line = ("train localizer", None) if member is None else (f"train localizer {member}", member)
+    for step in tqdm(range(len(losses), p.steps), desc=desc, unit="step", initial=len(losses), total=p.steps,
+                     position=line):
         if stop_at is not None and step >= stop_at:
             break
         losses.append(_step(model, opt, data, p, gen))
@@ -187,12 +189,11 @@ def _train_member(job: tuple[int, LocalizerParams, int, Path]) -> tuple[dict, li
     i, p, seed, out = job
     assert _SHARED is not None
     model, losses = train(_SHARED, p, seed + MEMBER_SEED_STRIDE * i, resume=member_resume(out, i),
-                          desc=f"train localizer {i}")
+                          member=i)
     return model.state_dict(), losses
 
 
-def train_members(data: TrainSet, p: LocalizerParams, seed: int, out: Path) -> tuple[Localizer | LocalizerEnsemble,
-                                                                                      list[list[float]]]:
+def train_members(data: TrainSet, p: LocalizerParams, seed: int, out: Path) -> tuple[AnyLocalizer, list[list[float]]]:
     """The ``p.members`` localizers (one: the plain model), and each one's loss curve.
 
     One member trains in this process; several train in up to ``p.workers`` forked processes (each with
