@@ -30,12 +30,15 @@ class ImageEncoderConfig:
         hidden_dim: hidden size of the projection MLP (SwAV ``hidden_mlp``).
         proj_dim: projection output size (SwAV ``feat_dim``).
         n_prototypes: number of prototype vectors (SwAV ``nmb_prototypes``).
+        stem: ``imagenet`` (the published 7x7 stride-2 conv + max pool: /4) or ``small`` (3x3 stride-2 conv,
+            no pool: /2), so that small frames keep their fine textures and outlines into the first stage.
     """
 
     width: int = 64
     hidden_dim: int = 2048
     proj_dim: int = 128
     n_prototypes: int = 3000
+    stem: str = "imagenet"
 
 
 class ImageEncoder(ResNetTrunk, FromCheckpoint):
@@ -48,8 +51,14 @@ class ImageEncoder(ResNetTrunk, FromCheckpoint):
     official_prefix = "module."
 
     def __init__(self, config: ImageEncoderConfig = ImageEncoderConfig()):
+        if config.stem not in ("imagenet", "small"):
+            raise ValueError(f"stem must be 'imagenet' or 'small', got {config.stem!r}")
         super().__init__(Bottleneck, RESNET50_LAYERS, in_channels=3, width=config.width)
         self.config = config
+        if config.stem == "small":
+            self.conv1 = nn.Conv2d(3, config.width, kernel_size=3, stride=2, padding=1, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+            self.maxpool = nn.Identity()
         self.projection_head = nn.Sequential(
             nn.Linear(self.out_dim, config.hidden_dim),
             nn.BatchNorm1d(config.hidden_dim),

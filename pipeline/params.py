@@ -105,6 +105,7 @@ class ImageEncoderParams:
 
     checkpoint: str | None = None  # published swav.pth.tar or our {"model","config","step"} file
     width: int = 8  # ResNet-50 planes of the first stage (64 = paper); feature dim 32 * width
+    stem: Literal["imagenet", "small"] = "imagenet"  # small: 3x3 stride-2 conv, no max pool (fine textures of small frames)
     hidden_dim: int = 256
     proj_dim: int = 32
     n_prototypes: int = 128  # well above proj_dim (SwAV: 3000 vs 128); 32 or 64 collapsed on the world

@@ -91,7 +91,7 @@ class Throughput:
 def _train(p: ImageEncoderParams, images: Path, out: Path,
            device: torch.device) -> tuple[ImageEncoder, int, float | None]:
     """Train on ``device``; return (model, input size, training images/s)."""
-    cfg = ImageEncoderConfig(width=p.width, hidden_dim=p.hidden_dim, proj_dim=p.proj_dim,
+    cfg = ImageEncoderConfig(stem=p.stem, width=p.width, hidden_dim=p.hidden_dim, proj_dim=p.proj_dim,
                              n_prototypes=p.n_prototypes)
     resume = out.with_name(out.name + ".resume")
     torch.manual_seed(p.seed)

@@ -178,6 +178,27 @@ def test_narrow_image_encoder_round_trip(tmp_path):
                                                  model.state_dict().values()))
 
 
+def test_small_stem_keeps_twice_the_resolution_and_round_trips(tmp_path):
+    cfg = ImageEncoderConfig(width=2, hidden_dim=16, proj_dim=8, n_prototypes=4, stem="small")
+    torch.manual_seed(0)
+    model = ImageEncoder(cfg).eval()
+    images = torch.randn(2, 3, 64, 64)
+    assert model.conv1.kernel_size == (3, 3) and isinstance(model.maxpool, nn.Identity)
+    assert model.feature_map(images).shape[-2:] == (4, 4)  # /16, against /32 with the published stem
+    assert ImageEncoder(ImageEncoderConfig(width=2, hidden_dim=16, proj_dim=8, n_prototypes=4)
+                        ).feature_map(images).shape[-2:] == (2, 2)
+    save_checkpoint(tmp_path / "s.pt", model, cfg, step=1)
+    assert torch.load(tmp_path / "s.pt", weights_only=True)["config"]["stem"] == "small"
+    loaded = ImageEncoder.from_checkpoint(tmp_path / "s.pt").eval()
+    assert loaded.config == cfg and torch.equal(loaded(images), model(images))
+    stored = torch.load(tmp_path / "s.pt", weights_only=True)
+    stored["config"]["stem"] = "imagenet"
+    with pytest.raises(CheckpointMismatchError, match="'conv1.weight': checkpoint shape"):
+        ImageEncoder.from_checkpoint(stored)
+    with pytest.raises(ValueError, match="stem must be 'imagenet' or 'small'"):
+        ImageEncoder(ImageEncoderConfig(width=2, stem="tiny"))
+
+
 def test_own_format_config_mismatches_are_errors(tmp_path):
     cfg = AudioEncoderConfig(width=8, embed_dim=32)
     save_checkpoint(tmp_path / "a.pt", AudioEncoder(cfg), cfg, step=0)

@@ -149,6 +149,7 @@ def test_evaluation_sections_load_and_name_unknown_keys(tmp_path: Path) -> None:
     ("generator", "generator: {device: cuda0}", "generator.device: 'cuda0' is not one of"),
     ("generator", "generator: {amp: yes}", "generator.amp: expected bool"),
     ("image_encoder", "image_encoder: {objective: byol}", "image_encoder.objective: 'byol' is not one of"),
+    ("image_encoder", "image_encoder: {stem: tiny}", "image_encoder.stem: 'tiny' is not one of"),
     ("image_encoder", "image_encoder: {bg_swap: 1.5}", "image_encoder.bg_swap: expected a probability"),
     ("image_encoder", "image_encoder: {min_foreground: 1.0}", "image_encoder.min_foreground: expected a share"),
     ("image_encoder", "image_encoder: {nce_temperature: 0}", "image_encoder.nce_temperature: expected > 0"),
