@@ -10,6 +10,11 @@
 * ``l2``: mean squared error ``mean((a - v)^2)`` on the raw features, as published (``nn.MSELoss``).
 * ``l1``: mean absolute error on the raw features (``nn.L1Loss``).
 
+``make_loss(..., space=f)`` measures the loss after a fixed feature map ``f`` applied to both sides
+(:class:`InSpace`): with ``audio_encoder.align_space: generator`` the stage passes the generator's own input
+map (``models.biggan.FeatureCentre``: centring on the corpus' mean unit feature, whitening), so the audio
+features are pulled together with their frames in the coordinates the generator reads.
+
 The contrastive losses take the negatives from the whole batch they are given; under DDP the trainer
 gathers every rank's rows first so the loss is that of the global batch.
 """
@@ -80,12 +85,29 @@ class Regression(nn.Module):
         return self.fn(_upcast(z_a), _upcast(z_v))
 
 
-def make_loss(name: str, temperature: float = 1.0) -> nn.Module:
-    """The loss called ``name`` (one of :data:`LOSSES`); ``temperature`` applies to the InfoNCE ones."""
+class InSpace(nn.Module):
+    """``loss(space(z_a), space(z_v))``: a loss measured after a fixed map ``space: Tensor[B, D] -> Tensor[B, D']``
+    (its buffers frozen; gradients flow through it to ``z_a``)."""
+
+    def __init__(self, loss: nn.Module, space: nn.Module):
+        super().__init__()
+        self.loss, self.space = loss, space.requires_grad_(False)
+
+    def forward(self, z_a: Tensor, z_v: Tensor) -> Tensor:
+        """``z_a, z_v: Tensor[B, D]`` -> scalar loss."""
+        _check_pair(z_a, z_v)
+        return self.loss(self.space(_upcast(z_a)), self.space(_upcast(z_v)))
+
+
+def make_loss(name: str, temperature: float = 1.0, *, space: nn.Module | None = None) -> nn.Module:
+    """The loss called ``name`` (one of :data:`LOSSES`); ``temperature`` applies to the InfoNCE ones;
+    ``space``, when given, maps both sides before the loss (:class:`InSpace`)."""
     if name == "infonce":
-        return SymmetricInfoNCE(l2_logits, temperature)
-    if name == "infonce_cos":
-        return SymmetricInfoNCE(cos_logits, temperature)
-    if name in ("l2", "l1"):
-        return Regression(name)
-    raise ValueError(f"unknown loss {name!r} (choose from {', '.join(LOSSES)})")
+        loss: nn.Module = SymmetricInfoNCE(l2_logits, temperature)
+    elif name == "infonce_cos":
+        loss = SymmetricInfoNCE(cos_logits, temperature)
+    elif name in ("l2", "l1"):
+        loss = Regression(name)
+    else:
+        raise ValueError(f"unknown loss {name!r} (choose from {', '.join(LOSSES)})")
+    return loss if space is None else InSpace(loss, space)

@@ -198,6 +198,8 @@ def stage_train_audio_encoder(
     out: Annotated[Path, typer.Option(help="best checkpoint (val R@1)")] = Path("artifacts/audio_encoder.pt"),
     last: Annotated[Path, typer.Option(help="resume state")] = Path("artifacts/audio_encoder.last.pt"),
     reports: Annotated[Path, typer.Option(help="metrics.json, epochs.csv, steps.csv")] = Path("reports/align"),
+    generator: Annotated[Path, typer.Option(help="read with align_space: generator (its input map)")] = Path(
+        "artifacts/generator.pt"),
 ) -> None:
     """Align the audio encoder to the image features (plain or under torchrun)."""
     from stages import train_audio_encoder
@@ -206,7 +208,7 @@ def stage_train_audio_encoder(
         loss, seed = scalar(params, "loss", str, "infonce"), scalar(params, "seed", int, 0)
         p = section(params, "audio_encoder", AudioEncoderParams)
         summary = train_audio_encoder.run(p, loss=loss, seed=seed, shards=shards, embeddings=embeddings, out=out,
-                                          last=last, reports=reports)
+                                          last=last, reports=reports, generator=generator)
     except (ParamsError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     best = summary["best"]

@@ -265,6 +265,9 @@ class AudioEncoderParams:
     gain_scale: float = 1.0  # the target's move per unit of level, as a multiple of the fitted slope
     gain_on: Literal["spectrogram", "waveform"] = "spectrogram"  # waveform: clipped at full scale as at test time
     ema_decay: float = 0.0  # validate and keep an exponential moving average of the weights (0: the weights)
+    # unit: the loss compares the encoders' unit features (the paper) | generator: it compares them after the
+    # generator's own input map (its centring and whitening, read from the generator checkpoint; docs/align.md)
+    align_space: Literal["unit", "generator"] = "unit"
 
     def __post_init__(self) -> None:
         if self.cache_mb < 0:

@@ -8,6 +8,9 @@ optimizer, the average, epoch, the best state and the history); a rerun with the
 from it, other settings start over. Metrics: ``reports/metrics.json`` (best epoch), ``epochs.csv`` and ``steps.csv`` (DVC plots).
 Run it plain or under ``torchrun --nproc_per_node N`` (same code, DDP).
 
+With ``audio_encoder.align_space: generator`` the loss compares both features after the generator's input
+map (:func:`generator_space`, read from ``generator``), which is then part of the run key.
+
 With ``audio_encoder.checkpoint`` set (e.g. the published ``sound2scene.pth``) nothing is trained: the
 file is loaded strictly, validated when features of its size exist, and written to ``out``.
 """
@@ -18,13 +21,17 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
 from models.audio_encoder import AudioEncoder
+from models.biggan import FeatureCentre
+from models.biggan_io import load_generator
 from models.checkpoint import read_checkpoint, save_checkpoint
 from models.losses import make_loss
 from pipeline import align_train, audio_input, distributed, features, gain_augment, shard_io
@@ -36,10 +43,17 @@ log = logging.getLogger(__name__)
 NOT_IN_RUN_KEY = ("epochs", "max_steps", "workers", "cache_mb", "threads", "device")
 
 
-def run_key(p: AudioEncoderParams, loss: str, seed: int, embeddings: Path | None = None) -> dict[str, Any]:
-    """The settings (and, given ``embeddings``, the data) a resumed run must share with the checkpoint it
-    resumes from: other pairs or features (e.g. ``selection=mid``) start a fresh run."""
+def run_key(p: AudioEncoderParams, loss: str, seed: int, embeddings: Path | None = None,
+            space: nn.Module | None = None) -> dict[str, Any]:
+    """The settings (and, given ``embeddings``, the data; given ``space``, the loss's feature map) a resumed
+    run must share with the checkpoint it resumes from: other pairs or features (e.g. ``selection=mid``) or
+    another generator's map start a fresh run."""
     d = {k: v for k, v in dataclasses.asdict(p).items() if k not in NOT_IN_RUN_KEY}
+    if space is not None:
+        digest = hashlib.sha256()
+        for name, buf in sorted(space.state_dict().items()):
+            digest.update(name.encode() + buf.detach().cpu().float().numpy().tobytes())
+        d["space"] = digest.hexdigest()
     if embeddings is not None:
         digest = hashlib.sha256()  # the keys (.parquet) and the features (.npy): selection=mid keeps the keys
         for f in sorted([*Path(embeddings).glob("*.parquet"), *Path(embeddings).glob("*.npy")]):
@@ -49,6 +63,29 @@ def run_key(p: AudioEncoderParams, loss: str, seed: int, embeddings: Path | None
                     digest.update(chunk)
         d["data"] = digest.hexdigest()
     return json.loads(json.dumps({**d, "loss": loss, "seed": seed}))
+
+
+def generator_space(p: AudioEncoderParams, generator: Path | None, dim: int) -> FeatureCentre | None:
+    """The map the loss is measured in: None for ``align_space: unit``; for ``generator``, the generator's own
+    input map ``h [B, dim] -> unit((unit(h) - mean) @ whiten)`` (``models.biggan.FeatureCentre``, its buffers
+    from the checkpoint ``generator``: ours or a published folder), the unit map when it has none."""
+    if p.align_space == "unit":
+        return None
+    if generator is None or not Path(generator).exists():
+        raise FileNotFoundError(f"audio_encoder.align_space: generator needs the generator checkpoint "
+                                f"{generator or '(none given)'}: run `dvc repro train_generator`")
+    try:
+        g = load_generator(generator)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ValueError(f"cannot read the generator {generator} (truncated or not a torch file: {exc})") from exc
+    if g.cfg.feat_dim != dim:
+        raise ValueError(f"audio_encoder.align_space: generator: {generator} reads {g.cfg.feat_dim}-d features, "
+                         f"the embeddings are {dim}-d")
+    space = g.feature_centre if g.feature_centre is not None else FeatureCentre(dim)
+    log.info("the loss is measured in %s's input space (%s)", generator,
+             "centred and whitened" if getattr(space, "whiten", None) is not None else
+             "centred" if bool(space.mean.any()) else "unit features: the same as align_space: unit for infonce")
+    return space
 
 
 def class_centroids(table: features.FeatureTable) -> tuple[torch.Tensor, list[str]] | None:
@@ -159,12 +196,13 @@ def gain_shift(p: AudioEncoderParams, step: align_train.Step, batches: Iterable[
 
 
 def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, shards: Path, embeddings: Path,
-           out: Path, last: Path, reports: Path) -> dict[str, Any]:
+           generator: Path | None, out: Path, last: Path, reports: Path) -> dict[str, Any]:
     train_t, val_t = features.read(embeddings, "train"), features.read(embeddings, "val")
+    space = generator_space(p, generator, train_t.dim)
     torch.manual_seed(seed)
     raw, model = align_train.build_model(p, train_t.dim, d)
     opt = align_train.make_optimizer(p, model)
-    key = run_key(p, loss, seed, embeddings)
+    key = run_key(p, loss, seed, embeddings, space)
     state = load_resume(last, key) or {}
     ema = align_train.Ema(raw, p.ema_decay) if p.ema_decay > 0 else None
     if state:
@@ -175,7 +213,8 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
     history, steps = list(state.get("history", [])), list(state.get("steps", []))
     best_state, best = state.get("best_model"), state.get("best")
     train_s, val_s = _streams(p, d, seed, shards, train_t, val_t)
-    step = align_train.Step(model, opt, make_loss(loss, p.temperature), audio_input.spectrogram_fn(p.spectrogram),
+    loss_fn = make_loss(loss, p.temperature, space=None if space is None else space.to(d.device))
+    step = align_train.Step(model, opt, loss_fn, audio_input.spectrogram_fn(p.spectrogram),
                             audio_input.masker(p.spectrogram), d, p.amp, ema=None if ema is None else (ema, raw))
     judged = ema.module if ema is not None else raw  # the weights validated and kept
     centroids, labels = class_centroids(train_t), dict(zip(val_t.keys, val_t.labels))
@@ -248,9 +287,10 @@ def _from_checkpoint(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, s
 
 
 def run(p: AudioEncoderParams, *, loss: str, seed: int, shards: Path, embeddings: Path, out: Path, last: Path,
-        reports: Path) -> dict[str, Any]:
+        reports: Path, generator: Path | None = None) -> dict[str, Any]:
     """Train (or take ``p.checkpoint``) and write ``out``, ``last`` and the reports; returns a summary
-    ``{epochs, steps, best: {epoch, val_r1, ...}, rank}`` (complete on rank 0). Under torchrun every rank calls this."""
+    ``{epochs, steps, best: {epoch, val_r1, ...}, rank}`` (complete on rank 0). ``generator`` is read only with
+    ``align_space: generator``. Under torchrun every rank calls this."""
     d = distributed.init(p.device)
     if p.threads:
         torch.set_num_threads(p.threads)
@@ -258,7 +298,8 @@ def run(p: AudioEncoderParams, *, loss: str, seed: int, shards: Path, embeddings
         if p.checkpoint:
             return _from_checkpoint(p, d, loss=loss, shards=shards, embeddings=embeddings, out=Path(out),
                                     reports=Path(reports))
-        return _train(p, d, loss=loss, seed=seed, shards=Path(shards), embeddings=Path(embeddings), out=Path(out),
-                      last=Path(last), reports=Path(reports))
+        return _train(p, d, loss=loss, seed=seed, shards=Path(shards), embeddings=Path(embeddings),
+                      generator=None if generator is None else Path(generator), out=Path(out), last=Path(last),
+                      reports=Path(reports))
     finally:
         distributed.shutdown()

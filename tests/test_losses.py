@@ -83,3 +83,40 @@ def test_bad_arguments():
         make_loss("infonce", 0.0)
     with pytest.raises(ValueError, match="one shape"):
         make_loss("infonce")(torch.zeros(2, 3), torch.zeros(3, 3))
+
+
+def _space(dim: int, seed: int = 0) -> torch.nn.Module:
+    """The generator's input map with a random mean and a rank-deficient whitening matrix."""
+    from models.biggan import FeatureCentre
+    g = torch.Generator().manual_seed(seed)
+    space = FeatureCentre(dim, whiten=True)
+    space.mean.copy_(F.normalize(torch.randn(dim, generator=g), dim=0) * 0.8)
+    w = torch.randn(dim, dim // 2, generator=g)
+    space.whiten.copy_(w @ w.t())
+    return space
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_a_space_maps_both_sides_before_the_loss(name: str) -> None:
+    torch.manual_seed(0)
+    a, v, space = torch.randn(6, 8), torch.randn(6, 8), _space(8)
+    mapped = make_loss(name, 0.5, space=space)(a, v)
+    torch.testing.assert_close(mapped, make_loss(name, 0.5)(space(a), space(v)))
+    assert not torch.allclose(mapped, make_loss(name, 0.5)(a, v))
+    a.requires_grad_(True)
+    make_loss(name, space=space)(a, v).backward()  # the gradient reaches the audio side; the map stays fixed
+    assert a.grad is not None and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+    assert all(not b.requires_grad for b in space.buffers())
+
+
+def test_the_unit_map_leaves_infonce_as_it_is() -> None:
+    """A generator without centring reads unit features, which InfoNCE normalises anyway."""
+    from models.biggan import FeatureCentre
+    torch.manual_seed(1)
+    a, v = torch.randn(5, 8) * 3, torch.randn(5, 8)
+    torch.testing.assert_close(make_loss("infonce", space=FeatureCentre(8))(a, v), make_loss("infonce")(a, v))
+
+
+def test_a_space_checks_the_pair_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\[3, 8\] and \[4, 8\]"):
+        make_loss("infonce", space=_space(8))(torch.randn(3, 8), torch.randn(4, 8))

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from models.audio_encoder import AudioEncoder
 from stages import train_audio_encoder as stage
@@ -240,3 +241,88 @@ def test_paper_input_trains_through_the_stage(data: Path, tmp_path: Path) -> Non
     summary = train(data, tmp_path, epochs=1, max_steps=1, spectrogram=SpectrogramParams(kind="paper"))
     assert summary["steps"] == 1 and np.isfinite(steps(tmp_path)).all()
     assert torch.load(tmp_path / "audio_encoder.pt", weights_only=True)["spectrogram"]["kind"] == "paper"
+
+
+def write_generator(path: Path, feat_dim: int, *, whiten: bool = True, seed: int = 0) -> Path:
+    """A tiny own-format generator whose input map has a random mean and whitening matrix."""
+    from models.biggan import Generator, GeneratorConfig
+    from models.checkpoint import save_checkpoint
+    torch.manual_seed(seed)
+    G = Generator(GeneratorConfig(ch=4, dim_z=16, resolution=32, attn="0", shared_dim_feat=8, feat_dim=feat_dim,
+                                  centre_features=True, whiten_features=whiten))
+    with torch.no_grad():
+        G.feature_centre.mean.copy_(torch.nn.functional.normalize(torch.randn(feat_dim), dim=0) * 0.8)
+        if whiten:
+            w = torch.randn(feat_dim, 8)
+            G.feature_centre.whiten.copy_(w @ w.t())
+    save_checkpoint(path, G, G.cfg, step=1)
+    return path
+
+
+def test_generator_space_trains_in_the_generators_input_map(data: Path, tmp_path: Path, caplog) -> None:
+    gen = write_generator(tmp_path / "g.pt", 64)
+    run = lambda out, space, g: stage.run(tiny_params(epochs=1, align_space=space), loss="infonce", seed=0,
+                                          shards=data / "shards", embeddings=data / "embeddings", out=out / "a.pt",
+                                          last=out / "last.pt", reports=out / "reports", generator=g)
+    with caplog.at_level("INFO"):
+        run(tmp_path / "g", "generator", gen)
+    assert "centred and whitened" in caplog.text
+    run(tmp_path / "u", "unit", tmp_path / "absent.pt")  # the generator is not read
+    # the same seed and batches: only the space differs, and with it every step's loss
+    assert not np.allclose(steps(tmp_path / "g"), steps(tmp_path / "u"), atol=1e-4)
+    assert (tmp_path / "g" / "a.pt").is_file() and (tmp_path / "u" / "a.pt").is_file()
+    space = stage.generator_space(tiny_params(align_space="generator"), gen, 64)
+    assert space is not None and space.whiten is not None and float(space.mean.norm()) == pytest.approx(0.8)
+
+
+def test_generator_space_is_part_of_the_run_key(data: Path, tmp_path: Path) -> None:
+    p = tiny_params(align_space="generator")
+    a = stage.generator_space(p, write_generator(tmp_path / "a.pt", 64, seed=0), 64)
+    b = stage.generator_space(p, write_generator(tmp_path / "b.pt", 64, seed=1), 64)
+    keys = [stage.run_key(p, "infonce", 0, data / "embeddings", s) for s in (a, b, None)]
+    assert keys[0] != keys[1] and keys[0] != keys[2]
+    assert stage.run_key(p, "infonce", 0, data / "embeddings", a) == keys[0]
+
+
+def test_a_generator_without_a_centre_is_the_unit_map(data: Path, tmp_path: Path, caplog) -> None:
+    from models.biggan import Generator, GeneratorConfig
+    from models.checkpoint import save_checkpoint
+    G = Generator(GeneratorConfig(ch=4, dim_z=16, resolution=32, attn="0", shared_dim_feat=8, feat_dim=64))
+    save_checkpoint(tmp_path / "g.pt", G, G.cfg, step=1)
+    with caplog.at_level("INFO"):
+        space = stage.generator_space(tiny_params(align_space="generator"), tmp_path / "g.pt", 64)
+    assert "same as align_space: unit" in caplog.text
+    x = torch.randn(3, 64) * 5
+    torch.testing.assert_close(space(x), torch.nn.functional.normalize(x, dim=1))
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong dim", "truncated"])
+def test_generator_space_bad_generators(data: Path, tmp_path: Path, case: str) -> None:
+    gen = tmp_path / "g.pt"
+    if case != "missing":
+        write_generator(gen, 32 if case == "wrong dim" else 64)
+    if case == "truncated":
+        gen.write_bytes(gen.read_bytes()[:200])
+    error, match = {"missing": (FileNotFoundError, "run `dvc repro train_generator`"),
+                    "wrong dim": (ValueError, "reads 32-d features, the embeddings are 64-d"),
+                    "truncated": (ValueError, "truncated or not a torch file")}[case]
+    with pytest.raises(error, match=match):
+        stage.run(tiny_params(align_space="generator"), loss="infonce", seed=0, shards=data / "shards",
+                  embeddings=data / "embeddings", out=tmp_path / "a.pt", last=tmp_path / "last.pt",
+                  reports=tmp_path / "reports", generator=gen)
+    assert not (tmp_path / "a.pt").exists() and not (tmp_path / "last.pt").exists()
+
+
+def test_cli_names_the_missing_generator(data: Path, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    spec = dataclasses.asdict(TINY_SPEC)
+    params.write_text(yaml.safe_dump({"loss": "infonce", "seed": 0, "audio_encoder": {
+        "width": 4, "spectrogram": spec, "epochs": 1, "batch": 8, "workers": 0, "device": "cpu",
+        "align_space": "generator"}}))
+    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "stage", "train_audio_encoder", "--params", str(params),
+                          "--shards", str(data / "shards"), "--embeddings", str(data / "embeddings"),
+                          "--out", str(tmp_path / "a.pt"), "--last", str(tmp_path / "l.pt"),
+                          "--reports", str(tmp_path / "r"), "--generator", str(tmp_path / "none.pt")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "none.pt: run `dvc repro train_generator`" in res.stderr + res.stdout
