@@ -38,6 +38,7 @@ class GanRecipe:
     ema_start: int = 100
     amp: bool = False  # bf16 autocast of the G and D forward passes on CUDA and on CPUs with native bf16
     feature_weight: float = 0.0  # weight of 1 - cos(E(fake), h) in G's loss (needs ``encoder`` in Trainer)
+    neighbour_mean: float = 0.0  # share of conditions replaced by unit(mean of the instance's neighbourhood features)
 
 
 @torch.no_grad()
@@ -107,11 +108,17 @@ class Trainer:
                 centre.whiten.copy_(whiten.to(centre.whiten))
 
     def _batch(self, real_u8: Tensor, feats: Tensor, nbrs: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-        """(real images [B, 3, R, R] in [-1, 1], conditioning features [B, D]) for one D update."""
+        """(real images [B, 3, R, R] in [-1, 1], conditioning features [B, D]) for one D update. With
+        ``recipe.neighbour_mean`` p > 0, a share p of the rows is conditioned on the unit mean of the instance's
+        neighbourhood features instead of its own: the averaged features a sound's prediction looks like."""
         n, k = nbrs.shape
         inst = torch.randint(0, n, (self.recipe.batch,), generator=gen)
         pick = nbrs[inst, torch.randint(0, k, (self.recipe.batch,), generator=gen)]
-        return to_unit(to_device(real_u8[pick], self.device)), to_device(feats[inst], self.device)
+        h = feats[inst]
+        if self.recipe.neighbour_mean > 0:  # drawn only then: the default's random stream is unchanged
+            use = torch.rand(len(inst), generator=gen) < self.recipe.neighbour_mean
+            h = torch.where(use[:, None], F.normalize(feats[nbrs[inst]].float().mean(1), dim=1).to(h.dtype), h)
+        return to_unit(to_device(real_u8[pick], self.device)), to_device(h, self.device)
 
     def _z(self, gen: torch.Generator) -> Tensor:
         return to_device(torch.randn(self.recipe.batch, self.G.dim_z, generator=gen), self.device)

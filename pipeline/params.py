@@ -175,6 +175,7 @@ class GeneratorParams:
     min_foreground: float = 0.0  # train on frames whose foreground (vs the clip's median scene) covers this share
     k_neighbours: int = 10
     feature_weight: float = 0.0  # G also minimises this x (1 - cos(encoder(fake), h)) (0: off, plain IC-GAN)
+    neighbour_mean: float = 0.0  # share of conditions replaced by the unit mean of the instance's k-neighbourhood
     centre_features: bool = False  # G and D see unit(h - corpus mean) (README "The visual half")
     whiten_features: bool = False  # G and D see unit((unit(h) - corpus mean) W), W the corpus' ZCA matrix
     whiten_eps: float = 1.0  # ZCA regulariser, relative to the mean eigenvalue of the features' covariance
@@ -204,6 +205,8 @@ class GeneratorParams:
             raise ParamsError(f"generator.whiten_eps: expected > 0, got {self.whiten_eps}")
         if self.whiten_rank < 0:
             raise ParamsError(f"generator.whiten_rank: expected >= 0 (0: every direction), got {self.whiten_rank}")
+        if not 0.0 <= self.neighbour_mean <= 1.0:
+            raise ParamsError(f"generator.neighbour_mean: expected a share in [0, 1], got {self.neighbour_mean}")
 
 
 @dataclass(frozen=True)

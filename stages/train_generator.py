@@ -50,7 +50,7 @@ def configs(p: GeneratorParams, feat_dim: int) -> tuple[GeneratorConfig, Discrim
 def recipe(p: GeneratorParams) -> icgan.GanRecipe:
     return icgan.GanRecipe(batch=p.batch, g_lr=p.g_lr, d_lr=p.d_lr, d_steps=p.d_steps, betas=p.betas,
                            augment=p.augment, ema_decay=p.ema_decay, ema_start=p.ema_start, amp=p.amp,
-                           feature_weight=p.feature_weight)
+                           feature_weight=p.feature_weight, neighbour_mean=p.neighbour_mean)
 
 
 class ClassCheck:

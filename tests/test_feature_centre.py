@@ -149,3 +149,20 @@ def test_stage_stores_the_zca_matrix_and_a_saved_generator_uses_it(tmp_path: Pat
         G.feature_centre.whiten.copy_(torch.eye(w.shape[0]))
         assert not torch.allclose(before, G(z, feature=h), atol=1e-4)
 
+
+
+def test_neighbour_mean_conditions_on_the_unit_mean_of_the_neighbourhood() -> None:
+    g, d = GeneratorConfig(**SMALL), DiscriminatorConfig(ch=4, resolution=32, attn="0", n_classes=1, feat_dim=6)
+    feats = F.normalize(torch.randn(20, 6), dim=1)
+    nbrs = icgan.neighbourhoods(feats, 4)
+    real = torch.zeros(20, 32, 32, 3, dtype=torch.uint8)
+    batches = {}
+    for p in (0.0, 1.0):
+        trainer = icgan.Trainer(g, d, train_generator.recipe(dataclasses.replace(GEN, neighbour_mean=p)))
+        batches[p] = trainer._batch(real, feats, nbrs, torch.Generator().manual_seed(3))
+    inst = torch.randint(0, 20, (GEN.batch,), generator=torch.Generator().manual_seed(3))  # the same draw
+    torch.testing.assert_close(batches[0.0][1], feats[inst])  # off: the instance's own feature
+    torch.testing.assert_close(batches[1.0][1], F.normalize(feats[nbrs[inst]].mean(1), dim=1))
+    assert not torch.allclose(batches[0.0][1], batches[1.0][1])
+    with pytest.raises(ParamsError, match="neighbour_mean"):
+        GeneratorParams(neighbour_mean=1.5)
