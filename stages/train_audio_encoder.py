@@ -83,7 +83,7 @@ def generator_space(p: AudioEncoderParams, generator: Path | None, dim: int) -> 
                          f"the embeddings are {dim}-d")
     space = g.feature_centre if g.feature_centre is not None else FeatureCentre(dim)
     log.info("the loss is measured in %s's input space (%s)", generator,
-             "centred and whitened" if getattr(space, "whiten", None) is not None else
+             "centred and whitened" if space.whiten is not None else
              "centred" if bool(space.mean.any()) else "unit features: the same as align_space: unit for infonce")
     return space
 

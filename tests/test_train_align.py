@@ -243,18 +243,17 @@ def test_paper_input_trains_through_the_stage(data: Path, tmp_path: Path) -> Non
     assert torch.load(tmp_path / "audio_encoder.pt", weights_only=True)["spectrogram"]["kind"] == "paper"
 
 
-def write_generator(path: Path, feat_dim: int, *, whiten: bool = True, seed: int = 0) -> Path:
+def write_generator(path: Path, feat_dim: int, *, seed: int = 0) -> Path:
     """A tiny own-format generator whose input map has a random mean and whitening matrix."""
     from models.biggan import Generator, GeneratorConfig
     from models.checkpoint import save_checkpoint
     torch.manual_seed(seed)
     G = Generator(GeneratorConfig(ch=4, dim_z=16, resolution=32, attn="0", shared_dim_feat=8, feat_dim=feat_dim,
-                                  centre_features=True, whiten_features=whiten))
+                                  centre_features=True, whiten_features=True))
     with torch.no_grad():
         G.feature_centre.mean.copy_(torch.nn.functional.normalize(torch.randn(feat_dim), dim=0) * 0.8)
-        if whiten:
-            w = torch.randn(feat_dim, 8)
-            G.feature_centre.whiten.copy_(w @ w.t())
+        w = torch.randn(feat_dim, 8)
+        G.feature_centre.whiten.copy_(w @ w.t())
     save_checkpoint(path, G, G.cfg, step=1)
     return path
 
