@@ -5,7 +5,8 @@ For each size, the same synthetic shards (real JPEG + FLAC, ``pipeline.synthetic
   (a) stage  our training loop end to end: shard reading + FLAC decoding in DataLoader workers,
              features looked up by key (precomputed by the embed stage), spectrogram where the stage
              puts it by default (``spectrogram.on: auto``: on a GPU, else in the workers),
-             audio encoder forward/backward, Adam step (``pipeline.align_train``); once per
+             audio encoder forward/backward, Adam step (``pipeline.align_train.train_epoch``: on a GPU,
+             batches copied on a side stream, the losses read once per epoch); once per
              ``--cache-mb`` value (the stage's ``audio_encoder.cache_mb``; 0: no cache), over ``--epochs``
              epochs of the same shards through one loader, as the stage runs them. Printed: the first
              epoch after its warm-up step (cold: nothing cached yet; the workers' prefetched batches
@@ -111,13 +112,11 @@ def stage_rates(size: Size, urls: list[str], table: FeatureTable, steps: int, wo
                          shuffle_buffer=size.batch, seed=0, spec_fn=spec, cache_bytes=cache_mb << 20)
     step, pin = audio_step(size, table.dim, AMP), DEVICE.type == "cuda"
     batches = loader(stream, workers, pin)
-    first = rate(step, batches, size.batch, steps)
+    first = rate(step, align_train.on_device(batches, DEVICE), size.batch, steps)
     rows, t0 = 0, time.perf_counter()
-    for epoch in range(1, epochs):
+    for epoch in range(1, epochs):  # as the stage runs them: train_epoch reads the losses at the epoch's end
         stream.epoch = epoch
-        for batch in batches:
-            step(batch)
-            rows += len(batch["keys"])
+        rows += align_train.train_epoch(step, batches, shard_mode=False, max_steps=None).samples
     sync()
     return first, rows / (time.perf_counter() - t0) if rows else float("nan")
 

@@ -17,7 +17,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -119,9 +119,20 @@ class Step:
             return batch["spec"].to(self.d.device, non_blocking=True)
         return self.spec_fn(batch["wave"].to(self.d.device, non_blocking=True))
 
-    def __call__(self, batch: dict[str, Any]) -> float:
-        """One optimizer step on a batch ``wave [L, n], feature [L, D], valid [L]``; the global loss
-        (NaN when fewer than two pairs of the global batch are valid: the step is then a zero update)."""
+    def valid_rows(self, batch: dict[str, Any]) -> Tensor | None:
+        """Indices ``[V]`` (on the device) of the global batch's valid pairs, or None when all are valid.
+        With one process the mask is read on the CPU, so the step never waits for the device."""
+        if self.d.world == 1:
+            valid = batch["valid"].bool()
+        else:
+            valid = gather_rows(batch["valid"].to(self.d.device), self.d, grad=False).cpu()
+        return None if bool(valid.all()) else valid.nonzero().flatten().to(self.d.device, non_blocking=True)
+
+    def __call__(self, batch: dict[str, Any]) -> Tensor:
+        """One optimizer step on a batch ``wave [L, n], feature [L, D], valid [L]``; the global loss as a
+        0-d tensor on the device, read by the caller when it needs it (NaN when fewer than two pairs of the
+        global batch are valid: the step is then a zero update). One process never waits for the device
+        here, so the next batch's copy and kernels queue while this step runs."""
         dev = self.d.device
         with torch.no_grad():
             z_v = batch["feature"].to(dev, non_blocking=True)
@@ -133,21 +144,42 @@ class Step:
                 spec = self.spectrogram(batch)
             if self.mask_fn is not None:
                 spec = self.mask_fn(spec)
+        rows = self.valid_rows(batch)
         with self.autocast():
             z_a = self.model(spec)
         z_a = gather_rows(z_a.float(), self.d, grad=True)
         z_v = gather_rows(z_v, self.d, grad=False)
-        valid = gather_rows(batch["valid"].to(dev), self.d, grad=False)
-        if int(valid.sum()) < 2:  # nothing to contrast: a zero step keeps every rank in the collectives
+        few = rows is not None and len(rows) < 2
+        if few:  # nothing to contrast: a zero step keeps every rank in the collectives
             loss = z_a.sum() * 0.0
         else:
-            loss = self.loss_fn(z_a[valid], z_v[valid])
+            loss = self.loss_fn(z_a, z_v) if rows is None else self.loss_fn(z_a[rows], z_v[rows])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         if self.ema is not None:
             self.ema[0].update(self.ema[1])
-        return float(loss.detach()) if int(valid.sum()) >= 2 else float("nan")
+        return torch.full((), float("nan"), device=dev) if few else loss.detach()
+
+
+def on_device(batches: Iterable[dict[str, Any]], device: torch.device) -> Iterator[dict[str, Any]]:
+    """The batches with their feature and audio tensors on ``device``. On CUDA each batch is copied (from
+    the loader's pinned memory) on a side stream: the step loop never waits for the device, so the copy
+    overlaps the previous step's kernels instead of queueing behind them. ``valid`` stays on the CPU
+    (``Step.valid_rows`` reads it there). Elsewhere the batches pass unchanged."""
+    if device.type != "cuda":
+        yield from batches
+        return
+    side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+    moved = ("wave", "spec", "feature")
+    for batch in batches:
+        with torch.cuda.stream(side):
+            batch = {k: v.to(device, non_blocking=True) if k in moved else v for k, v in batch.items()}
+        main.wait_stream(side)  # the copy is done before the step's kernels use it
+        for k in moved:
+            if k in batch:
+                batch[k].record_stream(main)  # its memory is freed in the main stream's order
+        yield batch
 
 
 @dataclass
@@ -161,10 +193,10 @@ class EpochResult:
 def train_epoch(step: Step, batches: Iterable[dict[str, Any]], *, shard_mode: bool,
                 max_steps: int | None) -> EpochResult:
     """Run ``step`` over one epoch of batches (at most ``max_steps`` steps); losses are global."""
-    res, t0 = EpochResult(), time.perf_counter()
+    res, t0, losses = EpochResult(), time.perf_counter(), []
     step.model.train()
-    it = iter(batches)
-    while max_steps is None or len(res.losses) < max_steps:
+    it = on_device(batches, step.d.device)
+    while max_steps is None or len(losses) < max_steps:
         batch = next(it, None)
         while batch is not None and len(batch["keys"]) == 0:  # a count of skipped pairs only
             res.skipped += batch["skipped"]
@@ -174,8 +206,9 @@ def train_epoch(step: Step, batches: Iterable[dict[str, Any]], *, shard_mode: bo
         if batch is None:
             break
         res.skipped += batch["skipped"]
-        res.losses.append(step(batch))
+        losses.append(step(batch))
         res.samples += len(batch["keys"]) * step.d.world
+    res.losses = torch.stack(losses).cpu().tolist() if losses else []  # the epoch's one wait for the device
     res.seconds = time.perf_counter() - t0
     return res
 

@@ -229,9 +229,44 @@ def test_a_batch_without_two_valid_pairs_is_a_zero_step() -> None:
     n = audio_input.n_samples(p.spectrogram)
     batch = {"wave": torch.zeros(4, n), "feature": torch.randn(4, 8), "keys": list("abcd"),
              "valid": torch.tensor([False, True, False, False])}
-    assert np.isnan(step(batch))
+    assert np.isnan(float(step(batch)))
     batch["valid"][:] = True
-    assert np.isfinite(step(batch))
+    assert np.isfinite(float(step(batch)))
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_train_epoch_gives_the_losses_of_a_plain_loop(device: str) -> None:
+    """train_epoch (on CUDA: side-stream copies, the losses read once at the epoch's end) steps exactly as
+    calling the step on batches moved by hand, a batch with an invalid pair included."""
+    from models.losses import make_loss
+    from pipeline import align_train, audio_input
+    from pipeline.distributed import Dist
+
+    p, d = tiny_params(), Dist(0, 1, torch.device(device))
+    n = audio_input.n_samples(p.spectrogram)
+    g = torch.Generator().manual_seed(0)
+    batches = [{"wave": torch.randn(6, n, generator=g) * 0.1, "feature": torch.randn(6, 8, generator=g),
+                "valid": torch.tensor([True] * 5 + [i != 1]), "keys": list("abcdef"), "skipped": 0} for i in range(3)]
+
+    def make() -> align_train.Step:
+        torch.manual_seed(0)
+        _, model = align_train.build_model(p, 8, d)
+        return align_train.Step(model, align_train.make_optimizer(p, model), make_loss("infonce"),
+                                audio_input.spectrogram_fn(p.spectrogram), None, d, False)
+
+    res = align_train.train_epoch(make(), batches, shard_mode=False, max_steps=None)
+    plain = make()
+    ref = [float(plain({k: v.to(device) if k in ("wave", "feature") else v for k, v in b.items()}))
+           for b in batches]
+    assert res.samples == 18 and len(res.losses) == 3 and all(isinstance(v, float) for v in res.losses)
+    if device == "cpu":  # the same arithmetic: the same bits
+        assert res.losses == ref
+    else:  # cuDNN may pick other kernels for the two models
+        assert np.allclose(res.losses, ref, atol=1e-3), (res.losses, ref)
+    assert align_train.train_epoch(make(), batches, shard_mode=False, max_steps=2).losses == res.losses[:2]
 
 
 def test_paper_input_trains_through_the_stage(data: Path, tmp_path: Path) -> None:
