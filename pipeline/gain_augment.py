@@ -107,6 +107,7 @@ class GainShift:
     low: float
     high: float
     eps: float  # the spectrogram's log_eps
+    levels: tuple[float, float] | None = None  # (quietest, loudest) level a target may move to; None: no bound
 
     def draw(self, b: int) -> tuple[Tensor, Tensor]:
         """(rows played at a gain ``[b]`` bool, their ``2 log g`` ``[b]``, 0 elsewhere)."""
@@ -121,13 +122,26 @@ class GainShift:
         moved = F.normalize(features, dim=1) + shift[:, None].to(features) * self.direction.to(features)
         return torch.where(on.to(features.device)[:, None], F.normalize(moved, dim=1) * norm, features)
 
+    def bounded(self, before: Tensor, after: Tensor) -> Tensor:
+        """The target's level change ``[B]`` for rows at level ``before [B]`` played to ``after [B]``: with
+        ``levels``, a target moves no further than the quietest / loudest training pair's level (a row already
+        beyond it is not moved back), so a gain past what the pairs show keeps the target on their range."""
+        if self.levels is None:
+            return after - before
+        lo, hi = self.levels
+        return torch.minimum(torch.maximum(after, before.clamp(max=lo)), before.clamp(min=hi)) - before
+
     def __call__(self, spec: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
         """``spec [B, 1, F, T]``, image features ``[B, D]`` -> both, shifted rows changed."""
         on, s = self.draw(len(spec))
         if not bool(on.any()):
             return spec, features
         s = s.to(spec.device)
-        return scale_power(spec, s, self.eps), self.move(features, s, on)
+        shift = s
+        if self.levels is not None:
+            before = clip_level(spec, self.eps).to(s)
+            shift = self.bounded(before, before + s)
+        return scale_power(spec, s, self.eps), self.move(features, shift, on)
 
     def waveform(self, wave: Tensor, features: Tensor, spec_fn: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
         """``wave [B, n]``, image features ``[B, D]`` -> (``spec_fn`` of the played waveforms
@@ -139,6 +153,6 @@ class GainShift:
             return spec, features
         idx = torch.nonzero(on).flatten().to(wave.device)
         change = torch.zeros(len(wave), device=features.device)
-        change[idx.to(features.device)] = (clip_level(spec[idx], self.eps)
-                                           - clip_level(spec_fn(wave[idx]), self.eps)).to(features.device)
+        before = clip_level(spec_fn(wave[idx]), self.eps)
+        change[idx.to(features.device)] = self.bounded(before, clip_level(spec[idx], self.eps)).to(features.device)
         return spec, self.move(features, change, on)

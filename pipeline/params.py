@@ -267,6 +267,7 @@ class AudioEncoderParams:
     gain_clusters: int = 16  # k-means clusters of image features within which the level direction is fit
     gain_scale: float = 1.0  # the target's move per unit of level, as a multiple of the fitted slope
     gain_on: Literal["spectrogram", "waveform"] = "spectrogram"  # waveform: clipped at full scale as at test time
+    gain_saturate: bool = False  # a target moves no further than the quietest / loudest training pair's level
     ema_decay: float = 0.0  # validate and keep an exponential moving average of the weights (0: the weights)
     # unit: the loss compares the encoders' unit features (the paper) | generator: it compares them after the
     # generator's own input map (its centring and whitening, read from the generator checkpoint; docs/align.md)

@@ -183,16 +183,22 @@ def gain_shift(p: AudioEncoderParams, step: align_train.Step, batches: Iterable[
             ok = batch["valid"]
             levels.append(gain_augment.clip_level(step.spectrogram(batch), p.spectrogram.log_eps).cpu()[ok])
             feats.append(batch["feature"][ok])
-    direction, share = gain_augment.level_direction(torch.cat(levels), torch.cat(feats), clusters=p.gain_clusters,
-                                                    seed=seed)
+    lv = torch.cat(levels)
+    direction, share = gain_augment.level_direction(lv, torch.cat(feats), clusters=p.gain_clusters, seed=seed)
+    bounds = torch.stack([lv.min(), lv.max()]).float()
     if d.world > 1:
-        direction = direction.to(d.device)
+        direction, bounds = direction.to(d.device), bounds.to(d.device)
         torch.distributed.broadcast(direction, src=0)
+        torch.distributed.broadcast(bounds, src=0)
     log.info("gain augmentation on the %s: %.0f%% of rows at gains %s; level direction from %d pairs (norm %.4f "
              "per unit of log power; %.0f%% of the level variance lies within the %d feature clusters)", p.gain_on,
              100 * p.gain_p, list(p.gain_range), sum(len(v) for v in levels), float(direction.norm()), 100 * share,
              p.gain_clusters)
-    return gain_augment.GainShift(direction.cpu() * p.gain_scale, p.gain_p, *p.gain_range, eps=p.spectrogram.log_eps)
+    levels_range = tuple(bounds.cpu().tolist()) if p.gain_saturate else None
+    if levels_range is not None:
+        log.info("gain augmentation: targets stay within the training pairs' levels %.2f .. %.2f", *levels_range)
+    return gain_augment.GainShift(direction.cpu() * p.gain_scale, p.gain_p, *p.gain_range, eps=p.spectrogram.log_eps,
+                                  levels=levels_range)
 
 
 def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, shards: Path, embeddings: Path,

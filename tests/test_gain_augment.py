@@ -121,3 +121,43 @@ def test_gain_params_are_checked() -> None:
     from pipeline.strict import from_dict
     with pytest.raises(ParamsError, match="gain_on"):
         from_dict(AudioEncoderParams, {"gain_on": "mel"}, where="audio_encoder")
+
+
+def test_bounded_levels_stop_a_target_at_the_pairs_range() -> None:
+    """``levels``: the target moves with the level up to the loudest / quietest training pair, no further;
+    a row already past the bound keeps its place (not moved back) unless the gain takes it inward."""
+    shift = ga.GainShift(torch.ones(2), p=1.0, low=0.25, high=4.0, eps=1e-12, levels=(-2.0, 3.0))
+    before = torch.tensor([0.0, 0.0, 2.0, -1.0, 4.0, 4.0, -3.0])
+    after = torch.tensor([1.0, 5.0, 4.0, -5.0, 6.0, 2.0, -4.0])
+    torch.testing.assert_close(shift.bounded(before, after), torch.tensor([1.0, 3.0, 1.0, -1.0, 0.0, -2.0, 0.0]))
+    free = ga.GainShift(torch.ones(2), p=1.0, low=0.25, high=4.0, eps=1e-12)
+    torch.testing.assert_close(free.bounded(before, after), after - before)
+
+
+@pytest.mark.parametrize("way", ["spectrogram", "waveform"])
+def test_bounded_gain_shift_moves_targets_less_past_the_loudest_pair(way: str) -> None:
+    """Same draws with and without bounds: the spectrograms are the same; rows whose played level passes
+    the bound get a smaller target move, the others the same one."""
+    from functools import partial
+    spec_fn = partial(logmel_spectrogram, **KW, log_eps=1e-12)
+    x = quiet_waves()
+    level = ga.clip_level(spec_fn(x), 1e-12)
+    feats = 19 * F.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(1)), dim=1)
+    direction = F.normalize(torch.ones(8), dim=0) * 0.05
+    loudest = float(level.max())
+    kw = dict(p=1.0, low=2.0, high=4.0, eps=1e-12)  # every row louder by 2 log 2 .. 2 log 4
+    play = (lambda s: s(spec_fn(x), feats)) if way == "spectrogram" else (lambda s: s.waveform(x, feats, spec_fn))
+    torch.manual_seed(0)
+    s_free, f_free = play(ga.GainShift(direction, **kw))
+    torch.manual_seed(0)
+    s_cap, f_cap = play(ga.GainShift(direction, **kw, levels=(float(level.min()), loudest)))
+    torch.testing.assert_close(s_cap, s_free)
+    base = F.normalize(feats, dim=1)
+    move_free = (F.normalize(f_free, dim=1) - base).norm(dim=1)
+    move_cap = (F.normalize(f_cap, dim=1) - base).norm(dim=1)
+    loudest_row = int(level.argmax())
+    assert float(move_cap[loudest_row]) < 1e-6 < float(move_free[loudest_row])  # already the loudest: stays
+    assert bool((move_cap <= move_free + 1e-6).all()) and float(move_cap.sum()) > 0
+    inside = level + 2 * math.log(4.0) < loudest - 0.1  # played at most 4x, still quieter than the loudest
+    assert bool(inside.any())
+    torch.testing.assert_close(move_cap[inside], move_free[inside], atol=1e-5, rtol=0)
