@@ -9,13 +9,15 @@ import torch
 
 
 def parse(doc: str, extra: dict[str, int] | None = None) -> argparse.Namespace:
-    """Parse ``--audio-encoder --generator --evaluator --image-encoder --data --threads`` (plus integer
+    """Parse ``--audio-encoder --generator --evaluator --image-encoder --data --params --threads`` (plus integer
     options ``extra``: name -> default); set torch's threads; stop if an artifact or events.parquet is missing."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     for name in ("audio_encoder", "generator", "evaluator", "image_encoder"):
         ap.add_argument("--" + name.replace("_", "-"), type=Path, default=Path(f"artifacts/{name}.pt"))
     ap.add_argument("--data", type=Path, default=Path("data"),
                     help="holds shards/, images/, embeddings/, pairs.parquet, events.parquet")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"),
+                    help="the evaluate stage's noise draws and gains (its defaults when the file is missing)")
     ap.add_argument("--threads", type=int, default=1)
     for name, default in (extra or {}).items():
         ap.add_argument("--" + name, type=int, default=default)

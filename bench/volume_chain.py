@@ -10,12 +10,19 @@ size read by the evaluator. This script measures its links apart, on the pipelin
    against the true size (mean over noise draws), beside the head on the real frames themselves;
 3. steering: those test frames' features moved along the size probe of the image features (fit on the val
    frames) by -12 .. +12 px of probe size: does G's drawn size follow its feature (per frame and noise)?
+4. the ideal sound for this G: each test clip's gain-1 audio feature moved only along the gain augmentation's
+   level direction (fitted on the train pairs' levels and image features, ``pipeline.gain_augment``) by the
+   gain's level change, bounded to the train pairs' levels (``gain_saturate``), at several multiples of the
+   fitted slope: the `volume_spearman` an audio encoder that learned its training target exactly would get
+   (the evaluate stage's noise draws, its Spearman), beside the whole chain's in the same run.
 
-    python bench/volume_chain.py [--audio-encoder A] [--generator G] [--evaluator E] [--image-encoder I]
+    python bench/volume_chain.py [--audio-encoder A] [--generator G] [--evaluator E] [--image-encoder I] [--params P]
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -24,14 +31,16 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 
 from models.image_encoder import load_encoder
-from pipeline import generate, shard_io, swav
+from pipeline import eval_metrics, features, gain_augment, generate, shard_io, swav
 from pipeline.evaluation import Judge, SoundToImage, frames_like
+from pipeline.params import EvaluateParams, load_all
 from pipeline.image_store import read_images
 import chain_args
 from size_probe import fit_probe, frame_sizes, probe, ridge_weights
 
 GAINS = (0.25, 0.5, 1.0, 2.0, 4.0)
 SHIFTS = (-12.0, -6.0, 0.0, 6.0, 12.0)  # px of the image-feature size probe (the world's sizes: 14-40 px)
+SCALES = (1.0, 2.0, 3.0, 4.0, 6.0)  # link 4: multiples of the fitted level slope (the world trains at 6)
 
 
 def gain_response(pred: np.ndarray, gains: tuple[float, ...]) -> tuple[list[float], float]:
@@ -107,6 +116,38 @@ def steer(judge: Judge, s2i: SoundToImage, feats: torch.Tensor, z: torch.Tensor,
     return {"steer_size": means, "steer_spearman": rho}
 
 
+def ideal_link(judge: Judge, s2i: SoundToImage, data: Path, p: EvaluateParams, clusters: int) -> dict:
+    """Link 4: ``volume_spearman`` of the whole chain and of the ideal level-only move at each of ``SCALES``
+    (module docstring); ``{}`` when the encoder's input is z-scored per clip (no level to move)."""
+    if s2i.sp.norm != "none":
+        return {}
+    eps = s2i.sp.log_eps
+    level = lambda waves: gain_augment.clip_level(s2i.spectrogram(s2i.fit(waves)), eps)  # noqa: E731
+    table = features.read(data / "embeddings", "train")
+    keys, waves = split_audio(data / "shards", "train")
+    keep = [i for i, k in enumerate(keys) if k in table.rows]
+    feats = torch.from_numpy(np.stack([np.asarray(table.features[table.rows[keys[i]]], np.float32).reshape(-1)
+                                       for i in keep]))
+    train_levels = level([waves[i] for i in keep])
+    direction, _ = gain_augment.level_direction(train_levels, feats, clusters=clusters)
+    bounds = (float(train_levels.min()), float(train_levels.max()))
+    _, test_waves = split_audio(data / "shards", "test")
+    z = generate.truncated_noise(p.n_noise, s2i.dim_z, p.truncation, p.seed)[:p.volume_noise]
+    gains = np.array(p.gains)
+
+    def spearman(feature_at: Callable[[float], torch.Tensor]) -> float:
+        sizes = [judge(s2i.images(feature_at(g), z).flatten(0, 1))[1].view(len(test_waves), len(z)) for g in gains]
+        return eval_metrics.volume_spearman(torch.stack(sizes, -1).flatten(0, 1).numpy(), gains)
+
+    f1, lv = s2i.features(s2i.fit(test_waves)), level(test_waves)
+    on = torch.ones(len(f1), dtype=torch.bool)
+    ideal = []
+    for scale in SCALES:
+        shift = gain_augment.GainShift(direction * scale, 1.0, 0.25, 4.0, eps, levels=bounds)
+        ideal.append(spearman(lambda g: shift.move(f1, shift.bounded(lv, lv + 2 * math.log(g)).float(), on)))
+    return {"chain": spearman(lambda g: s2i.features(s2i.fit(test_waves, g))), "ideal": ideal}
+
+
 def main() -> None:
     args = chain_args.parse(__doc__)
     events = pd.read_parquet(args.data / "events.parquet")
@@ -123,6 +164,13 @@ def main() -> None:
     print(f"| G's drawn size (fraction of the frame) with the feature moved {', '.join(f'{v:+g}' for v in SHIFTS)} px "
           f"along the image-feature size probe | {' / '.join(f'{v:.3f}' for v in g['steer_size'])} |")
     print(f"| per frame and noise, Spearman of that drawn size against the move | {g['steer_spearman']:.3f} |")
+    params = load_all(args.params) if args.params.is_file() else {}
+    ideal = ideal_link(judge, s2i, args.data, params.get("evaluate", EvaluateParams()),
+                       params["audio_encoder"].gain_clusters if "audio_encoder" in params else 16)
+    if ideal:
+        print(f"| `volume_spearman` of the whole chain (gain on the waveform; evaluate's noise) | {ideal['chain']:.3f} |")
+        print(f"| ... of the ideal sound: the gain-1 audio feature moved along the level direction only, bounded, "
+              f"at {' / '.join(f'x{v:g}' for v in SCALES)} the fitted slope | {' / '.join(f'{v:.3f}' for v in ideal['ideal'])} |")
 
 
 if __name__ == "__main__":
