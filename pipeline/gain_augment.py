@@ -21,8 +21,8 @@ level within a class; 9.1 the other way round): ``gain_scale`` (params) makes up
 
 With ``gain_on: waveform`` the waveform is multiplied and the spectrogram made from it, so loud rows clip at
 full scale exactly as in the evaluation's volume control (at gain 4, 79% of the world's test clips clip, 13%
-of their samples on average) and the target moves by the measured level change; ``gain_on: spectrogram``
-(the default; on the world it kept the volume control steadier: docs/align.md) rescales a ready
+of their samples on average) and the target moves by the measured level change (the world's default, with
+``gain_saturate`` and ``gain_scale: 3``: docs/align.md); ``gain_on: spectrogram`` rescales a ready
 spectrogram's power (``power * g^2``, then the log with the same ``eps``), exact but for that clipping. Both need the un-normalised front end (``spectrogram.norm: none``),
 as the paper's per-clip z-score removes any gain.
 """
