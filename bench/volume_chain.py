@@ -12,9 +12,10 @@ size read by the evaluator. This script measures its links apart, on the pipelin
    frames) by -12 .. +12 px of probe size: does G's drawn size follow its feature (per frame and noise)?
 4. the ideal sound for this G: each test clip's gain-1 audio feature moved only along the gain augmentation's
    level direction (fitted on the train pairs' levels and image features, ``pipeline.gain_augment``) by the
-   gain's level change, bounded to the train pairs' levels (``gain_saturate``), at several multiples of the
-   fitted slope: the `volume_spearman` an audio encoder that learned its training target exactly would get
-   (the evaluate stage's noise draws, its Spearman), beside the whole chain's in the same run.
+   gain's level change (``2 log g``, as if nothing clipped), bounded to the train pairs' levels
+   (``gain_saturate``), at several multiples of the fitted slope: the `volume_spearman` an audio encoder that
+   learned its training target exactly would get (the evaluate stage's noise draws, its Spearman), beside the
+   whole chain's in the same run.
 
     python bench/volume_chain.py [--audio-encoder A] [--generator G] [--evaluator E] [--image-encoder I] [--params P]
 """
