@@ -6,7 +6,8 @@ computes the loss of the whole batch, so the negatives of the contrastive losses
 batch's; BatchNorm statistics are global too (``models.sync_bn``). DDP averages the W identical
 per-rank objectives' gradients, which is the gradient of the one-process loss.
 
-Per step: spectrogram (``pipeline.audio_input``; made in the DataLoader workers or here on the device) -> optional masks -> audio
+Per step: optional sound mix and gain (``pipeline.mix_augment``, ``pipeline.gain_augment``) -> spectrogram
+(``pipeline.audio_input``; made in the DataLoader workers or here on the device) -> optional masks -> audio
 encoder (bfloat16 autocast on CUDA) -> loss -> optimizer step. Pairs whose audio is broken keep their
 slot but are left out of the loss (``valid``).
 """
@@ -29,6 +30,7 @@ from models.sync_bn import convert_global_bn
 from pipeline import audio_input
 from pipeline.distributed import Dist, all_true
 from pipeline.gain_augment import GainShift
+from pipeline.mix_augment import SoundMix
 from pipeline.params import AudioEncoderParams
 from pipeline.retrieval import centroid_accuracy, recall_at
 
@@ -108,6 +110,7 @@ class Step:
     amp: bool
     gain: GainShift | None = None  # played on ready spectrograms, or on the waveforms when the batch has no "spec"
     ema: tuple[Ema, nn.Module] | None = None  # (the average, the bare model it follows), updated every step
+    mix: SoundMix | None = None  # waveform mixes of two rows (the batch then carries waves), before the gain
 
     def autocast(self) -> Any:
         on = self.amp and self.d.device.type == "cuda"
@@ -136,8 +139,16 @@ class Step:
         dev = self.d.device
         with torch.no_grad():
             z_v = batch["feature"].to(dev, non_blocking=True)
-            if self.gain is not None and "spec" not in batch:  # played on the waveform, clipped as at test time
-                spec, z_v = self.gain.waveform(batch["wave"].to(dev, non_blocking=True), z_v, self.spec_fn)
+            if (self.gain is not None or self.mix is not None) and "spec" not in batch:
+                wave = batch["wave"].to(dev, non_blocking=True)
+                if self.mix is not None:
+                    wave, z_v = self.mix(wave, z_v, batch["valid"])
+                if self.gain is not None:  # played on the waveform, clipped as at test time
+                    spec, z_v = self.gain.waveform(wave, z_v, self.spec_fn)
+                else:
+                    spec = self.spec_fn(wave)
+            elif self.mix is not None:
+                raise ValueError("audio_encoder.mix_p mixes waveforms: the batches must carry waves, not spectrograms")
             elif self.gain is not None:
                 spec, z_v = self.gain(self.spectrogram(batch), z_v)
             else:

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline import events as gt
-from pipeline import manifests
-from pipeline.image_store import read_images
+from pipeline import composites, manifests
+from pipeline.image_store import clip_groups, read_images
 
 log = logging.getLogger(__name__)
 NONE = "none"
@@ -44,12 +44,14 @@ TWO_SOURCE_HOLD_OUT_EVERY = 3  # every third clip with a two-source frame: ~1/3 
 @dataclass
 class Frames:
     """Labelled frames: ``images`` uint8 [N, H, W, 3], ``labels`` int64 [N], ``sizes`` float32 [N] (NaN: unknown),
-    ``second`` int64 [N]: the other class of a two-source frame (its target is 0.5 / 0.5), -1 for one class."""
+    ``second`` int64 [N]: the other class of a two-source frame (its target is 0.5 / 0.5), -1 for one class;
+    ``masks`` bool [N, H, W] or None: each frame's foreground against its clip's median scene (composites)."""
 
     images: np.ndarray
     labels: np.ndarray
     sizes: np.ndarray
     second: np.ndarray | None = None
+    masks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.second is None:
@@ -61,7 +63,8 @@ class Frames:
     def take(self, idx: np.ndarray) -> "Frames":
         """The rows ``idx`` (sorted), as a new :class:`Frames` in memory."""
         idx = np.sort(idx)
-        return Frames(np.asarray(self.images[idx]), self.labels[idx], self.sizes[idx], self.second[idx])
+        return Frames(np.asarray(self.images[idx]), self.labels[idx], self.sizes[idx], self.second[idx],
+                      None if self.masks is None else self.masks[idx])
 
 
 @dataclass
@@ -165,8 +168,9 @@ def _eval_frames(images: Path, split: str, classes: list[str], ev: dict[str, lis
 
 
 def load(images: Path, videos: Path, events: Path, *, none_class: bool, max_frames: int, seed: int,
-         two_source: bool) -> LabelledData:
-    """Label the train corpus and gather the accuracy frames (see the module docstring)."""
+         two_source: bool, masks: bool = False) -> LabelledData:
+    """Label the train corpus and gather the accuracy frames (see the module docstring); ``masks``: also each
+    train frame's foreground against its clip's median scene (for :func:`composite`; world only)."""
     arr, table = read_images(images, "train")
     rows = table.to_pylist()
     clips = {r["video_id"]: r for r in manifests.read(videos, manifests.VIDEOS).to_pylist()}
@@ -192,6 +196,12 @@ def load(images: Path, videos: Path, events: Path, *, none_class: bool, max_fram
     names = {c for t in truths for c in t[0]}
     classes = sorted(names - {NONE}) + ([NONE] if NONE in names else [])
     frames = _frames(arr, pos, truths, classes)
+    if masks and ev:
+        groups = clip_groups(table.column("video_id").to_pylist())
+        if groups is None:
+            log.warning("evaluator.composites: the corpus rows are not grouped by clip; no composites")
+        else:
+            frames.masks = composites.frame_masks(arr, groups)[pos]
     test = _eval_frames(images, "test", classes, ev, widths)
     val = _eval_frames(images, "val", classes, ev, widths)
     if len(test) == 0:  # no labelled eval frames (real data): hold out every tenth train clip
@@ -247,3 +257,22 @@ def augment(x: Tensor, sizes: Tensor, *, crop: float, zoom_out: float, rotate: f
             down = F.interpolate(x[pick], size=(small, small), mode="bilinear", antialias=True, align_corners=False)
             x[pick] = F.interpolate(down, size=(s, s), mode="bilinear", align_corners=False)
     return x, (sizes / side).clamp(max=1.0)
+
+
+def composite(x: Tensor, masks: Tensor, labels: Tensor, second: Tensor, sizes: Tensor, *, p: float,
+              none: int | None, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Two-source composites from one-source frames: with chance ``p`` a row showing one class gets the
+    foreground of another row of the batch (a random partner, also one class, a different one) pasted beside
+    its own (``pipeline.composites.apart``), and trains as a two-source frame (``second`` = the partner's
+    class, target 0.5 / 0.5, size unknown). Rows without a partner of another class stay as they are. ``x [B, 3, H, W]``, ``masks [B, H, W]`` (the
+    frames' foregrounds), ``labels`` / ``second`` int64 ``[B]``, ``sizes [B]``; ``none``: the class index
+    of frames without a source (never pasted, never pasted on) -> (x, second, sizes)."""
+    b = len(x)
+    partner = torch.randperm(b, generator=gen)
+    one = (second < 0) & (labels != (-1 if none is None else none))
+    use = (torch.rand(b, generator=gen) < p) & one & one[partner] & (labels != labels[partner])
+    if not bool(use.any()):
+        return x, second, sizes
+    top, alpha = composites.apart(x[partner], masks[partner][:, None].to(x.dtype), masks[:, None].to(x.dtype))
+    x = composites.paste(x, top, alpha * use.view(b, 1, 1, 1).to(x.dtype))
+    return x, torch.where(use, labels[partner], second), torch.where(use, torch.full_like(sizes, float("nan")), sizes)

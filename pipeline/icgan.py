@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from models.biggan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from models.gan_training import d_hinge_loss, ema_update, g_hinge_loss
 from pipeline.augment import diff_augment
+from pipeline.composites import apart, paste
 from pipeline.devices import autocast, to_device
 
 
@@ -39,6 +40,7 @@ class GanRecipe:
     amp: bool = False  # bf16 autocast of the G and D forward passes on CUDA and on CPUs with native bf16
     feature_weight: float = 0.0  # weight of 1 - cos(E(fake), h) in G's loss (needs ``encoder`` in Trainer)
     neighbour_mean: float = 0.0  # share of conditions replaced by unit(mean of the instance's neighbourhood features)
+    composites: float = 0.0  # share of rows that are two-source composites (needs Trainer.set_composites)
 
 
 @torch.no_grad()
@@ -92,6 +94,7 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=r.g_lr, betas=r.betas, eps=1e-6)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=r.d_lr, betas=r.betas, eps=1e-6)
         self.steps = 0
+        self.alpha: Tensor | None = None  # uint8 [N, 1, R, R]: each corpus image's foreground (composites)
 
     def set_feature_centre(self, mean: Tensor, whiten: Tensor | None = None) -> None:
         """Store ``mean`` ``[D]`` (the corpus' mean unit feature) and, for networks built with
@@ -107,10 +110,18 @@ class Trainer:
             if whiten is not None:
                 centre.whiten.copy_(whiten.to(centre.whiten))
 
+    def set_composites(self, alpha_u8: Tensor) -> None:
+        """Store each corpus image's foreground ``alpha_u8`` uint8 ``[N, 1, R, R]`` (255: foreground), which
+        ``recipe.composites`` pastes from one image onto another."""
+        self.alpha = alpha_u8
+
     def _batch(self, real_u8: Tensor, feats: Tensor, nbrs: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         """(real images [B, 3, R, R] in [-1, 1], conditioning features [B, D]) for one D update. With
         ``recipe.neighbour_mean`` p > 0, a share p of the rows is conditioned on the unit mean of the instance's
-        neighbourhood features instead of its own: the averaged features a sound's prediction looks like."""
+        neighbourhood features instead of its own: the averaged features a sound's prediction looks like.
+        With ``recipe.composites`` q > 0, a share q of the rows becomes a two-source scene: a second
+        instance's neighbour's foreground pasted over the row's image, conditioned on the unit sum of the two
+        unit features (what a mixed sound's prediction looks like)."""
         n, k = nbrs.shape
         inst = torch.randint(0, n, (self.recipe.batch,), generator=gen)
         pick = nbrs[inst, torch.randint(0, k, (self.recipe.batch,), generator=gen)]
@@ -118,7 +129,27 @@ class Trainer:
         if self.recipe.neighbour_mean > 0:  # drawn only then: the default's random stream is unchanged
             use = torch.rand(len(inst), generator=gen) < self.recipe.neighbour_mean
             h = torch.where(use[:, None], F.normalize(feats[nbrs[inst]].float().mean(1), dim=1).to(h.dtype), h)
-        return to_unit(to_device(real_u8[pick], self.device)), to_device(h, self.device)
+        real = to_unit(real_u8[pick])
+        if self.recipe.composites > 0:
+            real, h = self._composites(real, h, pick, real_u8, feats, nbrs, gen)
+        return to_device(real, self.device), to_device(h, self.device)
+
+    def _composites(self, real: Tensor, h: Tensor, pick: Tensor, real_u8: Tensor, feats: Tensor, nbrs: Tensor,
+                    gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """A share ``recipe.composites`` of the rows of ``real [B, 3, R, R]`` (the corpus images ``pick [B]``)
+        / ``h [B, D]`` as two-source composites (see :meth:`_batch`); the second foreground is moved to the
+        quadrant farthest from the first (``pipeline.composites.apart``)."""
+        if self.alpha is None:
+            raise ValueError("generator.composites needs each corpus image's foreground (Trainer.set_composites)")
+        n, k = nbrs.shape
+        b = len(real)
+        other = torch.randint(0, n, (b,), generator=gen)
+        top = nbrs[other, torch.randint(0, k, (b,), generator=gen)]
+        use = torch.rand(b, generator=gen) < self.recipe.composites
+        second, alpha = apart(to_unit(real_u8[top]), self.alpha[top].float().div(255),
+                              self.alpha[pick].float().div(255))
+        both = F.normalize(F.normalize(h.float(), dim=1) + feats[other].float(), dim=1).to(h.dtype)
+        return paste(real, second, alpha * use.view(b, 1, 1, 1)), torch.where(use[:, None], both, h)
 
     def _z(self, gen: torch.Generator) -> Tensor:
         return to_device(torch.randn(self.recipe.batch, self.G.dim_z, generator=gen), self.device)

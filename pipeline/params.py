@@ -176,6 +176,7 @@ class GeneratorParams:
     k_neighbours: int = 10
     feature_weight: float = 0.0  # G also minimises this x (1 - cos(encoder(fake), h)) (0: off, plain IC-GAN)
     neighbour_mean: float = 0.0  # share of conditions replaced by the unit mean of the instance's k-neighbourhood
+    composites: float = 0.0  # share of rows made two-source: another image's foreground pasted on, h = unit(h_a + h_b)
     centre_features: bool = False  # G and D see unit(h - corpus mean) (README "The visual half")
     whiten_features: bool = False  # G and D see unit((unit(h) - corpus mean) W), W the corpus' ZCA matrix
     whiten_eps: float = 1.0  # ZCA regulariser, relative to the mean eigenvalue of the features' covariance
@@ -207,6 +208,8 @@ class GeneratorParams:
             raise ParamsError(f"generator.whiten_rank: expected >= 0 (0: every direction), got {self.whiten_rank}")
         if not 0.0 <= self.neighbour_mean <= 1.0:
             raise ParamsError(f"generator.neighbour_mean: expected a share in [0, 1], got {self.neighbour_mean}")
+        if not 0.0 <= self.composites <= 1.0:
+            raise ParamsError(f"generator.composites: expected a share in [0, 1], got {self.composites}")
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,7 @@ class AudioEncoderParams:
     gain_scale: float = 1.0  # the target's move per unit of level, as a multiple of the fitted slope
     gain_on: Literal["spectrogram", "waveform"] = "spectrogram"  # waveform: clipped at full scale as at test time
     gain_saturate: bool = False  # a target moves no further than the quietest / loudest training pair's level
+    mix_p: float = 0.0  # share of rows mixed 50/50 with another row's waveform, target unit(h_a + h_b) (mix_augment)
     ema_decay: float = 0.0  # validate and keep an exponential moving average of the weights (0: the weights)
     # unit: the loss compares the encoders' unit features (the paper) | generator: it compares them after the
     # generator's own input map (its centring and whitening, read from the generator checkpoint; docs/align.md)
@@ -283,6 +287,8 @@ class AudioEncoderParams:
             raise ParamsError(f"audio_encoder.gain_range: expected 0 < low <= high, got {list(self.gain_range)}")
         if not self.gain_scale > 0:
             raise ParamsError(f"audio_encoder.gain_scale: expected a positive multiple, got {self.gain_scale}")
+        if not 0.0 <= self.mix_p <= 1.0:
+            raise ParamsError(f"audio_encoder.mix_p: expected a share in [0, 1], got {self.mix_p}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ParamsError(f"audio_encoder.ema_decay: expected 0 (off) or a decay in (0, 1), got {self.ema_decay}")
         if self.gain_clusters < 1:
@@ -303,6 +309,7 @@ class EvaluatorParams:
     pool: Literal["avg", "avgmax"] = "avgmax"  # avgmax: average and max pool concatenated (small sources)
     none_class: bool = True  # world: frames with no source drawn form a class `none` (else left out)
     two_source: bool = True  # world: frames with two classes drawn train with target 0.5 / 0.5 (else left out)
+    composites: float = 0.5  # world: chance a one-source train frame gets another class's foreground beside its own
     max_frames: int = 0  # at most this many labelled train frames (0: all)
     epochs: int = 14
     batch: int = 128
@@ -319,6 +326,8 @@ class EvaluatorParams:
     def __post_init__(self) -> None:
         if len(self.layers) != 4:
             raise ParamsError(f"evaluator.layers: expected 4 block counts (one per stage), got {list(self.layers)}")
+        if not 0.0 <= self.composites <= 1.0:
+            raise ParamsError(f"evaluator.composites: expected a share in [0, 1], got {self.composites}")
 
 
 @dataclass(frozen=True)

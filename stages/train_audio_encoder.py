@@ -35,6 +35,7 @@ from models.biggan_io import load_generator
 from models.checkpoint import read_checkpoint, save_checkpoint
 from models.losses import make_loss
 from pipeline import align_train, audio_input, distributed, features, gain_augment, shard_io
+from pipeline.mix_augment import SoundMix
 from pipeline.align_stream import AlignStream, loader
 from pipeline.manifests import tmp_name
 from pipeline.params import AudioEncoderParams, SpectrogramParams
@@ -151,7 +152,7 @@ def _streams(p: AudioEncoderParams, d: distributed.Dist, seed: int, shards: Path
     cache budget ``cache_mb`` goes to the train split first, what it leaves to val."""
     n = audio_input.n_samples(p.spectrogram)
     spec = audio_input.spectrogram_fn(p.spectrogram) if audio_input.in_workers(p.spectrogram, d.device) else None
-    wave_gain = p.gain_p > 0 and p.gain_on == "waveform"  # the step needs the training waveforms
+    wave_gain = (p.gain_p > 0 and p.gain_on == "waveform") or p.mix_p > 0  # the step needs the training waveforms
     budget = p.cache_mb << 20
     train = AlignStream(shard_io.shard_urls(shards, "train"), train_t, n_samples=n, batch=p.batch, rank=d.rank,
                         world=d.world, seed=seed, shuffle_buffer=p.shuffle_buffer, split_by=p.split_by,
@@ -221,7 +222,8 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
     train_s, val_s = _streams(p, d, seed, shards, train_t, val_t)
     loss_fn = make_loss(loss, p.temperature, space=None if space is None else space.to(d.device))
     step = align_train.Step(model, opt, loss_fn, audio_input.spectrogram_fn(p.spectrogram),
-                            audio_input.masker(p.spectrogram), d, p.amp, ema=None if ema is None else (ema, raw))
+                            audio_input.masker(p.spectrogram), d, p.amp, ema=None if ema is None else (ema, raw),
+                            mix=SoundMix(p.mix_p) if p.mix_p > 0 else None)
     judged = ema.module if ema is not None else raw  # the weights validated and kept
     centroids, labels = class_centroids(train_t), dict(zip(val_t.keys, val_t.labels))
     pin = d.device.type == "cuda"

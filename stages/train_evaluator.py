@@ -3,7 +3,9 @@
 The paper fine-tuned its own Inception on VGGSound for FID and IS; here a narrow ResNet
 (models/evaluator.py) learns the labelled frames of the train split (pipeline/evaluator_data.py: labels and
 sizes from events.parquet on the built-in world, clip labels on real data) with flips, small crops and
-low-resolution round trips. Loss: cross-entropy (soft target 0.5 / 0.5 on frames showing two classes, with
+low-resolution round trips, and with ``composites`` (world) one-source frames that get another class's
+foreground pasted beside their own (``pipeline.composites``: two-source scenes, which the corpus has few of).
+Loss: cross-entropy (soft target 0.5 / 0.5 on frames showing two classes, with
 ``two_source``) + ``size_weight`` x squared error of the size head (on frames whose size is known). AdamW
 with a one-epoch warm-up, then cosine decay; the last epoch is kept.
 
@@ -101,6 +103,9 @@ def train(p: EvaluatorParams, data: evaluator_data.LabelledData) -> tuple[Evalua
     model = Evaluator(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     tr = data.train
+    none = data.classes.index(evaluator_data.NONE) if evaluator_data.NONE in data.classes else None
+    if p.composites > 0 and tr.masks is None:
+        log.warning("evaluator.composites: no foreground masks (real data has no events): trained without composites")
     per_epoch = max(1, len(tr) // p.batch)
     total, step, curve, t0 = per_epoch * p.epochs, 0, [], time.time()
     for epoch in range(p.epochs):
@@ -109,9 +114,13 @@ def train(p: EvaluatorParams, data: evaluator_data.LabelledData) -> tuple[Evalua
         losses, hits = [], 0
         for b in tqdm(range(per_epoch), desc=f"evaluator epoch {epoch + 1}/{p.epochs}", unit="batch", leave=False):
             idx = np.sort(order[b * p.batch:(b + 1) * p.batch])
-            x, size = evaluator_data.augment(to_unit(tr.images[idx]), torch.from_numpy(tr.sizes[idx]), crop=p.crop,
-                                             zoom_out=p.zoom_out, rotate=p.rotate, lowres=p.lowres, gen=gen)
+            x, size = to_unit(tr.images[idx]), torch.from_numpy(tr.sizes[idx])
             labels, second = torch.from_numpy(tr.labels[idx]), torch.from_numpy(tr.second[idx])
+            if p.composites > 0 and tr.masks is not None:
+                x, second, size = evaluator_data.composite(x, torch.from_numpy(tr.masks[idx]), labels, second, size,
+                                                           p=p.composites, none=none, gen=gen)
+            x, size = evaluator_data.augment(x, size, crop=p.crop, zoom_out=p.zoom_out, rotate=p.rotate,
+                                             lowres=p.lowres, gen=gen)
             for group in opt.param_groups:
                 group["lr"] = _lr(step, total, per_epoch, p.lr)
             out = model(x)
@@ -138,7 +147,8 @@ def run(p: EvaluatorParams, *, images: Path, videos: Path, events: Path, out: Pa
     torch.set_num_threads(p.threads)
     t0 = time.time()
     data = evaluator_data.load(Path(images), Path(videos), Path(events), none_class=p.none_class,
-                               max_frames=p.max_frames, seed=p.seed, two_source=p.two_source)
+                               max_frames=p.max_frames, seed=p.seed, two_source=p.two_source,
+                               masks=p.composites > 0)
     if len(data.train) < p.batch:
         log.warning("only %d labelled train frames, fewer than one batch of %d: one short batch per epoch",
                     len(data.train), p.batch)

@@ -29,7 +29,7 @@ from models.biggan import DiscriminatorConfig, Generator, GeneratorConfig, zca
 from models.biggan_io import load_generator
 from models.checkpoint import save_checkpoint
 from models.image_encoder import ImageEncoder, load_encoder
-from pipeline import foreground, icgan, metrics, swav
+from pipeline import composites, foreground, icgan, metrics, swav
 from pipeline.devices import amp_on, pick_device
 from pipeline.fid import EncoderFeatures, FeatureConsistency, FidCurve, write_csv
 from pipeline.image_store import clip_groups, labels_of, read_images
@@ -50,7 +50,8 @@ def configs(p: GeneratorParams, feat_dim: int) -> tuple[GeneratorConfig, Discrim
 def recipe(p: GeneratorParams) -> icgan.GanRecipe:
     return icgan.GanRecipe(batch=p.batch, g_lr=p.g_lr, d_lr=p.d_lr, d_steps=p.d_steps, betas=p.betas,
                            augment=p.augment, ema_decay=p.ema_decay, ema_start=p.ema_start, amp=p.amp,
-                           feature_weight=p.feature_weight, neighbour_mean=p.neighbour_mean)
+                           feature_weight=p.feature_weight, neighbour_mean=p.neighbour_mean,
+                           composites=p.composites)
 
 
 class ClassCheck:
@@ -102,26 +103,47 @@ class ClassCheck:
         save_image((tiles + 1) / 2, path, nrow=noises + 1, padding=2, pad_value=1.0)
 
 
-def _with_foreground(frames: np.ndarray, video_ids: list[str], share: float) -> np.ndarray:
-    """The frames (uint8 ``[N, H, W, 3]``) whose foreground against their clip's median scene covers at
-    least ``share`` of the frame; all frames when the rows do not come in runs per clip."""
+def _foreground_masks(frames: np.ndarray, video_ids: list[str], p: GeneratorParams) -> tuple[np.ndarray, Tensor | None]:
+    """(indices of the frames (uint8 ``[N, H, W, 3]``) whose foreground against their clip's median scene
+    covers at least ``p.min_foreground`` of the frame, all of them when the rows do not come in runs per clip;
+    with ``p.composites``, each kept frame's foreground as uint8 ``[K, 1, R, R]`` (255: foreground, area-resized
+    to the generator's resolution), else None)."""
+    every = np.arange(len(frames))
+    if p.min_foreground <= 0 and p.composites <= 0:
+        return every, None
     groups = clip_groups(video_ids)
     if groups is None:
+        if p.composites > 0:
+            raise ValueError("generator.composites needs the corpus rows grouped by clip (their median scene "
+                             "finds the foreground): set it to 0 for this corpus")
         log.warning("generator.min_foreground: the corpus rows are not grouped by clip; using every frame")
-        return frames
-    keep = foreground.keep_foreground(frames, groups, share, param="generator.min_foreground")
-    return np.ascontiguousarray(frames[keep])
-
-
-def _corpus(encoder: ImageEncoder, size: int, images: Path, p: GeneratorParams) -> tuple[Tensor, Tensor, Tensor]:
-    """(uint8 real images [N, 3, R, R], unit features [N, D], neighbourhoods [N, k]) of the train corpus, on
-    the CPU (features and neighbourhoods are computed on the encoder's device)."""
-    frames, table = read_images(images, "train")
+        return every, None
+    scenes = foreground.clip_scenes(frames, groups)
+    keep = every
     if p.min_foreground > 0:
-        frames = _with_foreground(frames, table.column("video_id").to_pylist(), p.min_foreground)
+        keep = np.flatnonzero(foreground.keep_foreground(frames, groups, p.min_foreground,
+                                                         param="generator.min_foreground", scenes=scenes))
+    if p.composites <= 0:
+        return keep, None
+    masks = torch.from_numpy(composites.frame_masks(frames, groups, scenes=scenes)[keep])[:, None].float()
+    if masks.shape[-1] != p.resolution:
+        masks = F.interpolate(masks, size=(p.resolution, p.resolution), mode="area")
+    alpha = masks
+    return keep, alpha.mul(255).round().to(torch.uint8)
+
+
+def _corpus(encoder: ImageEncoder, size: int, images: Path, p: GeneratorParams
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """(uint8 real images [N, 3, R, R], unit features [N, D], neighbourhoods [N, k], foregrounds uint8
+    [N, 1, R, R] or None: see :func:`_foreground_masks`) of the train corpus, on the CPU (features and
+    neighbourhoods are computed on the encoder's device)."""
+    frames, table = read_images(images, "train")
+    keep, alpha = _foreground_masks(frames, table.column("video_id").to_pylist(), p)
+    if len(keep) < len(frames):
+        frames = np.ascontiguousarray(frames[keep])
     feats = swav.embed(encoder, frames, size=size)
     nbrs = icgan.neighbourhoods(feats.to(next(encoder.parameters()).device), p.k_neighbours).cpu()
-    return icgan.to_gan_images(frames, p.resolution), feats, nbrs
+    return icgan.to_gan_images(frames, p.resolution), feats, nbrs, alpha
 
 
 def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, out: Path,
@@ -129,10 +151,14 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
     """Train on the encoder's device (resuming from ``<out>.resume``); return (EMA G, metrics dict)."""
     torch.manual_seed(p.seed)
     device = next(encoder.parameters()).device
-    real, feats, nbrs = _corpus(encoder, size, images, p)
+    real, feats, nbrs, alpha = _corpus(encoder, size, images, p)
     g_cfg, d_cfg = configs(p, feats.shape[1])
     consistency = FeatureConsistency(encoder, size) if p.feature_weight > 0 else None
     trainer = icgan.Trainer(g_cfg, d_cfg, recipe(p), device, encoder=consistency)
+    if alpha is not None:
+        trainer.set_composites(alpha)
+        log.info("generator.composites: %.0f%% of the rows are two-source composites (mean foreground %.0f%%)",
+                 100 * p.composites, 100 * float(alpha.float().mean() / 255))
     if p.whiten_features:
         trainer.set_feature_centre(*zca(feats, p.whiten_eps, rank=p.whiten_rank))
     elif p.centre_features:

@@ -67,7 +67,7 @@ def test_stage_stores_the_corpus_mean_and_generation_uses_it(tmp_path: Path) -> 
     G = load_generator(out)
     assert G.cfg.centre_features and G.feature_centre is not None
     enc, size = load_encoder(root / "enc.pt")
-    _, feats, _ = train_generator._corpus(enc, size, root, GEN)
+    _, feats, _, _ = train_generator._corpus(enc, size, root, GEN)
     assert torch.allclose(G.feature_centre.mean, feats.mean(0), atol=1e-6)
     assert 0.0 < float(G.feature_centre.mean.norm()) < 1.0
     # with the option off the same stage writes a G without the buffer
@@ -138,7 +138,7 @@ def test_stage_stores_the_zca_matrix_and_a_saved_generator_uses_it(tmp_path: Pat
     train_generator.run(p, encoder=root / "enc.pt", images=root, out=root / "gen.pt", reports=root / "rep")
     G = load_generator(root / "gen.pt")
     enc, size = load_encoder(root / "enc.pt")
-    _, feats, _ = train_generator._corpus(enc, size, root, p)
+    _, feats, _, _ = train_generator._corpus(enc, size, root, p)
     mean, w = zca(feats, 0.5, rank=3)
     assert torch.linalg.matrix_rank(w.double(), rtol=1e-4) == 3
     assert torch.allclose(G.feature_centre.mean, mean, atol=1e-5)

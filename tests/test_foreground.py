@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pipeline.foreground import clip_scenes, foreground, foreground_share, swap_background
-from stages.train_generator import _with_foreground
+from pipeline.params import GeneratorParams
+from stages.train_generator import _foreground_masks
 
 
 def two_clips() -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -42,11 +43,14 @@ def test_foreground_share_is_the_object_area_and_zero_without_it() -> None:
 
 def test_the_generator_corpus_keeps_frames_with_a_foreground() -> None:
     frames, ids, shown = two_clips()
-    kept = _with_foreground(frames, ids, 0.1)
-    np.testing.assert_array_equal(kept, frames[shown])
-    assert len(_with_foreground(frames, ids[:3] + ids[6:9] + ids[3:6] + ids[9:], 0.1)) == 12  # scattered rows: all
+    share = GeneratorParams(min_foreground=0.1)
+    kept, alpha = _foreground_masks(frames, ids, share)
+    np.testing.assert_array_equal(frames[kept], frames[shown])
+    assert alpha is None  # masks only for composites
+    scattered = ids[:3] + ids[6:9] + ids[3:6] + ids[9:]
+    assert len(_foreground_masks(frames, scattered, share)[0]) == 12  # scattered rows: all
     with pytest.raises(ValueError, match="lower generator.min_foreground"):
-        _with_foreground(frames, ids, 0.9)
+        _foreground_masks(frames, ids, GeneratorParams(min_foreground=0.9))
 
 
 def test_background_swap_keeps_the_foreground_and_takes_another_clips_scene() -> None:
