@@ -120,7 +120,7 @@ class Trainer:
         ``recipe.neighbour_mean`` p > 0, a share p of the rows is conditioned on the unit mean of the instance's
         neighbourhood features instead of its own: the averaged features a sound's prediction looks like.
         With ``recipe.composites`` q > 0, a share q of the rows becomes a two-source scene: a second
-        instance's neighbour's foreground pasted over the row's image, conditioned on the unit sum of the two
+        instance's neighbour's foreground pasted beside the row's own, conditioned on the unit sum of the two
         unit features (what a mixed sound's prediction looks like)."""
         n, k = nbrs.shape
         inst = torch.randint(0, n, (self.recipe.batch,), generator=gen)
