@@ -167,6 +167,17 @@ def _eval_frames(images: Path, split: str, classes: list[str], ev: dict[str, lis
                   _encode([rows[i]["label"] for i in idx], classes), np.array(sizes, np.float32))
 
 
+def _train_masks(arr: np.ndarray, video_ids: list[str], pos: list[int]) -> np.ndarray | None:
+    """bool ``[len(pos), H, W]``: the foregrounds of the train-corpus rows ``pos`` (``arr`` uint8
+    ``[N, H, W, 3]``, ``video_ids`` of all N rows) against their clips' median scenes; None (logged) when
+    the rows are not grouped by clip."""
+    groups = clip_groups(video_ids)
+    if groups is None:
+        log.warning("evaluator.composites: the corpus rows are not grouped by clip; no composites")
+        return None
+    return composites.frame_masks(arr, groups)[pos]
+
+
 def load(images: Path, videos: Path, events: Path, *, none_class: bool, max_frames: int, seed: int,
          two_source: bool, masks: bool = False) -> LabelledData:
     """Label the train corpus and gather the accuracy frames (see the module docstring); ``masks``: also each
@@ -197,11 +208,7 @@ def load(images: Path, videos: Path, events: Path, *, none_class: bool, max_fram
     classes = sorted(names - {NONE}) + ([NONE] if NONE in names else [])
     frames = _frames(arr, pos, truths, classes)
     if masks and ev:
-        groups = clip_groups(table.column("video_id").to_pylist())
-        if groups is None:
-            log.warning("evaluator.composites: the corpus rows are not grouped by clip; no composites")
-        else:
-            frames.masks = composites.frame_masks(arr, groups)[pos]
+        frames.masks = _train_masks(arr, table.column("video_id").to_pylist(), pos)
     test = _eval_frames(images, "test", classes, ev, widths)
     val = _eval_frames(images, "val", classes, ev, widths)
     if len(test) == 0:  # no labelled eval frames (real data): hold out every tenth train clip
