@@ -86,7 +86,10 @@ class GeneratorConfig(_CommonConfig):
 
     ch [G_ch], dim_z [dim_z], bottom_width [bottom_width], resolution [resolution], attn [G_attn],
     hier [hier], shared_dim [shared_dim; 0 -> dim_z], shared_dim_feat [shared_dim_feat],
-    shared_feat [G_shared_feat], norm_style [norm_style], bn_eps [BN_eps].
+    shared_feat [G_shared_feat], norm_style [norm_style], bn_eps [BN_eps]. feature_first (ours, not in the
+    published code, which feeds the condition only to the conditional BNs): the condition vector is also
+    concatenated to the first z chunk before the first Linear, so that it reaches the ``bottom_width``
+    layout (where things are drawn), not only a per-channel gain and bias for the whole image.
     """
 
     ch: int = 96
@@ -100,6 +103,7 @@ class GeneratorConfig(_CommonConfig):
     shared_feat: bool = True
     norm_style: str = "bn"
     bn_eps: float = 1e-5
+    feature_first: bool = False
 
     @classmethod
     def from_icgan_config(cls, config: Mapping[str, Any]) -> "GeneratorConfig":
@@ -249,7 +253,8 @@ class Generator(nn.Module):
         self.feature_centre = _feature_centre(cfg)
         width = [cfg.ch * m for m in _G_IN[cfg.resolution]]
         out = [cfg.ch * m for m in _G_OUT[cfg.resolution]]
-        self.linear = sn.linear(self.dim_z // self.num_slots, width[0] * cfg.bottom_width**2)
+        first_in = self.dim_z // self.num_slots + (cond_size - self.z_chunk_size) * cfg.feature_first
+        self.linear = sn.linear(first_in, width[0] * cfg.bottom_width**2)
         self.blocks = nn.ModuleList()
         attn_at = _attn_resolutions(cfg.attn)
         for i in range(n_blocks):
@@ -285,6 +290,8 @@ class Generator(nn.Module):
             z, ys = zs[0], [torch.cat([y, chunk], 1) for chunk in zs[1:]]
         else:
             ys = [y] * len(self.blocks)
+        if self.cfg.feature_first:
+            z = torch.cat([z, y], 1)
         h = self.linear(z).view(z.size(0), -1, self.cfg.bottom_width, self.cfg.bottom_width)
         for stage, y_i in zip(self.blocks, ys):
             for layer in stage:

@@ -177,6 +177,7 @@ class GeneratorParams:
     feature_weight: float = 0.0  # G also minimises this x (1 - cos(encoder(fake), h)) (0: off, plain IC-GAN)
     neighbour_mean: float = 0.0  # share of conditions replaced by the unit mean of the instance's k-neighbourhood
     composites: float = 0.0  # share of rows made two-source: another image's foreground pasted on, h = unit(h_a + h_b)
+    feature_first: bool = False  # the condition also enters G's first Linear (the layout), not only its BNs
     centre_features: bool = False  # G and D see unit(h - corpus mean) (README "The visual half")
     whiten_features: bool = False  # G and D see unit((unit(h) - corpus mean) W), W the corpus' ZCA matrix
     whiten_eps: float = 1.0  # ZCA regulariser, relative to the mean eigenvalue of the features' covariance

@@ -43,7 +43,8 @@ def configs(p: GeneratorParams, feat_dim: int) -> tuple[GeneratorConfig, Discrim
     common = dict(n_classes=1, class_cond=False, instance_cond=True, feat_dim=feat_dim,
                   centre_features=p.centre_features, whiten_features=p.whiten_features)
     g = GeneratorConfig(ch=p.g_ch, dim_z=p.dim_z, resolution=p.resolution, attn=p.attn, hier=True,
-                        shared_dim=16, shared_dim_feat=p.shared_dim_feat, **common)
+                        shared_dim=16, shared_dim_feat=p.shared_dim_feat,
+                        feature_first=p.feature_first, **common)
     return g, DiscriminatorConfig(ch=p.d_ch, resolution=p.resolution, attn=p.attn, **common)
 
 

@@ -238,3 +238,54 @@ def test_class_and_instance_conditioned_variant_shapes():
     with torch.no_grad():
         image = generator(torch.randn(2, 120), label, feature)
         assert discriminator(image, label, feature).shape == (2, 1)
+
+
+def test_feature_first_gives_the_feature_a_route_into_the_layout(tmp_path):
+    """feature_first: the condition joins the first z chunk before the first Linear, so two features give
+    different bottom_width layouts for the same noise; off (the published layout), that Linear sees z only."""
+    cfg = dict(ch=4, dim_z=24, resolution=32, attn="0", shared_dim_feat=8, feat_dim=16, n_classes=1)
+    torch.manual_seed(3)
+    plain, first = Generator(GeneratorConfig(**cfg)), Generator(GeneratorConfig(**cfg, feature_first=True))
+    chunk = plain.z_chunk_size
+    assert plain.linear.weight.shape[1] == chunk and first.linear.weight.shape[1] == chunk + 8
+    assert set(plain.state_dict()) == set(first.state_dict())
+    layouts = {}
+    for name, net in (("plain", plain), ("first", first)):
+        seen = []
+        hook = net.linear.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+        z = torch.randn(1, 24).repeat(2, 1)
+        with torch.no_grad():
+            net.eval()(z, None, torch.randn(2, 16))
+        hook.remove()
+        layouts[name] = seen[0]
+    assert torch.equal(layouts["plain"][0], layouts["plain"][1])
+    assert not torch.allclose(layouts["first"][0], layouts["first"][1])
+    with torch.no_grad():
+        first.train()(torch.randn(3, 24), None, torch.randn(3, 16))
+    save_checkpoint(tmp_path / "g.pt", first, first.cfg, step=1)
+    loaded = load_generator(tmp_path / "g.pt")
+    assert loaded.cfg.feature_first
+    z, feature = torch.randn(2, 24), torch.randn(2, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(z, None, feature), first.eval()(z, None, feature))
+
+
+def test_feature_first_from_params_trains_the_layout_columns():
+    """``generator.feature_first`` reaches the stage's G config; one IC-GAN step moves the first Linear's
+    condition columns (the feature's route into the layout), which the published layout does not have."""
+    from pipeline import icgan
+    from pipeline.params import GeneratorParams
+    from stages import train_generator
+    p = GeneratorParams(resolution=32, g_ch=4, d_ch=4, dim_z=16, shared_dim_feat=8, batch=4, feature_first=True)
+    g_cfg, d_cfg = train_generator.configs(p, 8)
+    assert g_cfg.feature_first and not train_generator.configs(GeneratorParams(), 8)[0].feature_first
+    torch.manual_seed(4)
+    trainer = icgan.Trainer(g_cfg, d_cfg, icgan.GanRecipe(batch=4, augment=""))
+    chunk = trainer.G.z_chunk_size
+    before = trainer.G.linear.weight.detach().clone()
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 256, (6, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    feats = torch.nn.functional.normalize(torch.randn(6, 8, generator=gen), dim=1)
+    trainer.step(real, feats, icgan.neighbourhoods(feats, 2), gen)
+    moved = (trainer.G.linear.weight.detach() - before).abs().sum(0)
+    assert moved[:chunk].sum() > 0 and moved[chunk:].sum() > 0
