@@ -16,6 +16,9 @@ from models.biggan_io import discriminator_from_published, generator_from_publis
 from models.checkpoint import CheckpointMismatchError, load_state_strict, save_checkpoint
 from models.biggan_layers import SNLinear
 from models.gan_training import d_hinge_loss, ema_update, g_hinge_loss
+from pipeline import icgan
+from pipeline.params import GeneratorParams
+from stages import train_generator
 
 PUBLISHED = "icgan_biggan_imagenet_res128"
 
@@ -273,9 +276,6 @@ def test_feature_first_gives_the_feature_a_route_into_the_layout(tmp_path):
 def test_feature_first_from_params_trains_the_layout_columns():
     """``generator.feature_first`` reaches the stage's G config; one IC-GAN step moves the first Linear's
     condition columns (the feature's route into the layout), which the published layout does not have."""
-    from pipeline import icgan
-    from pipeline.params import GeneratorParams
-    from stages import train_generator
     p = GeneratorParams(resolution=32, g_ch=4, d_ch=4, dim_z=16, shared_dim_feat=8, batch=4, feature_first=True)
     g_cfg, d_cfg = train_generator.configs(p, 8)
     assert g_cfg.feature_first and not train_generator.configs(GeneratorParams(), 8)[0].feature_first
