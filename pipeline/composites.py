@@ -18,9 +18,10 @@ from pipeline.foreground import THRESHOLD, clip_scenes, foreground, to_float
 
 def frame_masks(images: np.ndarray, groups: np.ndarray, *, threshold: float = THRESHOLD, chunk: int = 512,
                 scenes: np.ndarray | None = None) -> np.ndarray:
-    """bool ``[N, H, W]``: where each frame (uint8 ``[N, H, W, 3]``, clips ``groups`` int ``[N]`` in
-    contiguous runs) differs from its clip's median scene (``scenes`` uint8 ``[G, H, W, 3]``, computed when
-    not given) by more than ``threshold``, grown by a pixel (:func:`pipeline.foreground.foreground`)."""
+    """bool ``[N, H, W]``: where each frame (uint8 ``[N, H, W, 3]``, clips ``groups`` int ``[N]``)
+    differs from its clip's median scene (``scenes`` uint8 ``[G, H, W, 3]``, indexed by ``groups``; computed
+    when not given, which needs every frame of each clip, in contiguous runs) by more than ``threshold``,
+    grown by a pixel (:func:`pipeline.foreground.foreground`); pass ``scenes`` to mask a subset of frames."""
     scenes01 = to_float(clip_scenes(images, groups) if scenes is None else scenes)
     out = np.empty(images.shape[:3], bool)
     for s in range(0, len(images), chunk):

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from pipeline import events as gt
 from pipeline import composites, manifests
+from pipeline.foreground import clip_scenes
 from pipeline.image_store import clip_groups, read_images
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ def _train_masks(arr: np.ndarray, video_ids: list[str], pos: list[int]) -> np.nd
     if groups is None:
         log.warning("evaluator.composites: the corpus rows are not grouped by clip; no composites")
         return None
-    return composites.frame_masks(arr, groups)[pos]
+    return composites.frame_masks(arr[pos], groups[pos], scenes=clip_scenes(arr, groups))  # scenes need every frame
 
 
 def load(images: Path, videos: Path, events: Path, *, none_class: bool, max_frames: int, seed: int,

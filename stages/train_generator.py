@@ -126,11 +126,10 @@ def _foreground_masks(frames: np.ndarray, video_ids: list[str], p: GeneratorPara
                                                          param="generator.min_foreground", scenes=scenes))
     if p.composites <= 0:
         return keep, None
-    masks = torch.from_numpy(composites.frame_masks(frames, groups, scenes=scenes)[keep])[:, None].float()
+    masks = torch.from_numpy(composites.frame_masks(frames[keep], groups[keep], scenes=scenes))[:, None].float()
     if masks.shape[-1] != p.resolution:
         masks = F.interpolate(masks, size=(p.resolution, p.resolution), mode="area")
-    alpha = masks
-    return keep, alpha.mul(255).round().to(torch.uint8)
+    return keep, masks.mul(255).round().to(torch.uint8)
 
 
 def _corpus(encoder: ImageEncoder, size: int, images: Path, p: GeneratorParams
