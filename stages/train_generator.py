@@ -8,7 +8,9 @@ and sample grids ``reports/generator/step_XXXXXX.png`` / ``samples.png`` (each r
 G_ema's images for its feature and several noises). ``generator.checkpoint`` naming a published folder or
 one of our files skips training. Class accuracy: the generated image's class is the nearest class centroid
 (val eval frames) in the encoder's feature space; it should equal the conditioning test frame's class.
-Training resumes from ``<out>.resume`` and stops after ``steps`` or ``minutes``, whichever comes first.
+Training resumes from ``<out>.resume`` and stops after ``steps`` or ``minutes``, whichever comes first; a
+stop by ``minutes`` is logged as a warning and the summary says which (``stopped_by``), since its weights
+then depend on the machine's speed.
 """
 from __future__ import annotations
 
@@ -197,6 +199,11 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
             torch.save({**trainer.state(), "curve": json.dumps(curve), "fids": json.dumps(fids),
                         "seconds": time.time() - t0}, resume)
     seconds = time.time() - t0
+    stopped_by = "steps" if trainer.steps >= p.steps else "minutes"
+    if stopped_by == "minutes":
+        log.warning("IC-GAN stopped by generator.minutes (%g) at step %d of %d (%.3f s a step): the weights depend "
+                    "on this machine's speed and load; generator.minutes: 0 trains every step",
+                    p.minutes, trainer.steps, p.steps, seconds / max(1, trainer.steps))
     if not curve or curve[-1]["step"] != trainer.steps:
         curve.append({"step": trainer.steps, "seconds": round(seconds, 1),
                       "class_acc": check.accuracy(trainer.G_ema)})
@@ -208,7 +215,8 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
                     encoder_input_size=size)
     resume.unlink(missing_ok=True)
     steady = step_s[1:] if len(step_s) > 1 else step_s  # the first step warms up (allocator, cuDNN)
-    return trainer.G_ema, {"trained": True, "steps": trainer.steps, "seconds": round(seconds, 1),
+    return trainer.G_ema, {"trained": True, "steps": trainer.steps, "steps_asked": p.steps, "stopped_by": stopped_by,
+                           "seconds": round(seconds, 1),
                            "s_per_step": round(seconds / max(1, trainer.steps), 3), "resumed_at": start,
                            "images_per_s": round(p.batch * len(steady) / sum(steady), 1) if steady else None,
                            "device": device.type, "amp": amp_on(device, p.amp, cpu=True),

@@ -165,6 +165,22 @@ def test_stage_resumes_and_stops_at_steps(setup: Path) -> None:
     torch.save({**trainer.state(), "curve": "[]", "seconds": 1.0}, resume)
     summary = train_generator.run(GEN, encoder=setup / "enc.pt", images=setup, out=out, reports=rep)
     assert summary["resumed_at"] == 2 and summary["steps"] == 3 and not resume.exists()
+    assert summary["stopped_by"] == "steps" and summary["steps_asked"] == 3
+
+
+def test_stage_stopped_by_minutes_says_so(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A resume whose clock is past ``minutes`` trains no further step; the warning and summary say why."""
+    out, rep = setup / "gen3.pt", setup / "rep3"
+    g_cfg, d_cfg = train_generator.configs(GEN, 64)
+    trainer = icgan.Trainer(g_cfg, d_cfg, train_generator.recipe(GEN))
+    trainer.steps = 2
+    torch.save({**trainer.state(), "curve": "[]", "seconds": 3600.0}, out.with_name("gen3.pt.resume"))
+    p = GeneratorParams(**{**GEN.__dict__, "minutes": 1.0})
+    with caplog.at_level("WARNING", logger="stages.train_generator"):
+        summary = train_generator.run(p, encoder=setup / "enc.pt", images=setup, out=out, reports=rep)
+    assert summary["steps"] == 2 and summary["steps_asked"] == 3 and summary["stopped_by"] == "minutes"
+    assert torch.load(out, weights_only=True)["step"] == 2
+    assert "stopped by generator.minutes (1) at step 2 of 3" in caplog.text
 
 
 def _published_folder(root: Path) -> Path:
