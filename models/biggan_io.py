@@ -22,14 +22,14 @@ import torch
 import torch.nn as nn
 
 from models.biggan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
-from models.checkpoint import config_from_dict, load_state_strict
+from models.checkpoint import config_from_dict, load_file, load_state_strict
 
 PathLike = str | os.PathLike[str]
 
 
 def _load(path: PathLike) -> Any:
     with torch.serialization.safe_globals([nn.ReLU]):
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_file(path)
 
 
 def load_published_config(folder: PathLike, suffix: str = "best0") -> dict[str, Any]:

@@ -31,11 +31,30 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint's keys or shapes differ from the model it is loaded into."""
 
 
+class CheckpointReadError(ValueError):
+    """A checkpoint file that torch cannot read: empty, truncated or not a torch file."""
+
+
+def load_file(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``; a file torch cannot parse raises :class:`CheckpointReadError`
+    (one sentence naming the file) instead of whatever the parser hit (EOFError, RuntimeError, KeyError...);
+    OSErrors (missing file, a directory) pass through."""
+    try:
+        return torch.load(Path(path), map_location=map_location, weights_only=True)
+    except OSError:  # missing, a directory, no permission: the caller's own message
+        raise
+    except Exception as exc:  # noqa: BLE001  parsing garbage can raise anything (EOFError, KeyError, UnpicklingError...)
+        text = str(exc).strip()
+        what = type(exc).__name__ + (": " + text.splitlines()[0].split(". ")[0] if text else "")
+        raise CheckpointReadError(f"cannot read {path} as a checkpoint (empty, truncated or not a torch file: "
+                                  f"{what})") from None
+
+
 def read_checkpoint(src: Source, *, map_location: str | torch.device = "cpu") -> Mapping[str, Any]:
     """Return the object stored at ``src`` (a path), or ``src`` itself when it is already a mapping."""
     if isinstance(src, Mapping):
         return src
-    return torch.load(Path(src), map_location=map_location, weights_only=True)
+    return load_file(src, map_location=map_location)
 
 
 def is_own_format(obj: Mapping[str, Any]) -> bool:

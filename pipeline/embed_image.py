@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.checkpoint import CheckpointMismatchError
+from models.checkpoint import CheckpointMismatchError, CheckpointReadError
 from models.image_encoder import PUBLISHED_INPUT, ImageEncoder, load_encoder
 from pipeline.preprocess import encoder_tensor
 
@@ -37,7 +37,7 @@ def load(checkpoint: str | Path) -> tuple[ImageEncoder, int | None]:
         raise EmbedImageError(f"no image encoder checkpoint at {checkpoint}")
     try:
         model, size = load_encoder(checkpoint)
-    except CheckpointMismatchError as exc:
+    except (CheckpointMismatchError, CheckpointReadError) as exc:
         raise EmbedImageError(str(exc).splitlines()[0]) from None
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, AttributeError) as exc:
         raise EmbedImageError(f"cannot read {checkpoint} as a checkpoint (truncated or not a torch file: "

@@ -21,7 +21,7 @@ from torch import Tensor
 from models.audio_encoder import AudioEncoder
 from models.biggan import Generator
 from models.biggan_io import load_generator
-from models.checkpoint import CheckpointMismatchError
+from models.checkpoint import CheckpointMismatchError, CheckpointReadError
 from models.image_encoder import PUBLISHED_INPUT, ImageEncoder, load_encoder
 from pipeline import audio_input
 from pipeline.embed_audio import load_encoder as load_audio_encoder
@@ -64,6 +64,8 @@ def _load(path: Path, what: str, fn: Callable[[Path], T]) -> T:
     except CheckpointMismatchError as exc:
         msg = str(exc).splitlines()[0]
         raise InputError(f"the {what} " + (msg if str(path) in msg else f"{path}: {msg}")) from None
+    except CheckpointReadError:
+        raise InputError(f"cannot read the {what} {path} (empty, truncated or not a checkpoint)") from None
     except (ValueError, FileNotFoundError) as exc:
         raise InputError(f"the {what} {path}: {str(exc).splitlines()[0]}") from None
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, KeyError, TypeError) as exc:

@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -75,10 +74,7 @@ def generator_space(p: AudioEncoderParams, generator: Path | None, dim: int) -> 
     if generator is None or not Path(generator).exists():
         raise FileNotFoundError(f"audio_encoder.align_space: generator needs the generator checkpoint "
                                 f"{generator or '(none given)'}: run `dvc repro train_generator`")
-    try:
-        g = load_generator(generator)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"cannot read the generator {generator} (truncated or not a torch file: {exc})") from exc
+    g = load_generator(generator)  # an unreadable file: models.checkpoint.CheckpointReadError (a ValueError)
     if g.cfg.feat_dim != dim:
         raise ValueError(f"audio_encoder.align_space: generator: {generator} reads {g.cfg.feat_dim}-d features, "
                          f"the embeddings are {dim}-d")

@@ -13,7 +13,8 @@ import torchvision
 from torch import nn
 
 from models.audio_encoder import AudioEncoder, AudioEncoderConfig
-from models.checkpoint import CheckpointMismatchError, save_checkpoint
+from models.biggan_io import load_generator
+from models.checkpoint import CheckpointMismatchError, CheckpointReadError, save_checkpoint
 from models.image_encoder import ImageEncoder, ImageEncoderConfig
 from pipeline.preprocess import encoder_input, generator_target
 
@@ -231,3 +232,19 @@ def test_generator_target_is_128px_in_range(golden):
     assert np.abs(z.mean(dim=(1, 2)).numpy() - mean).max() < 0.02
     with pytest.raises(ValueError):
         generator_target(golden["image_uint8"].astype(np.float32))
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated", "not a torch file"])
+def test_unreadable_checkpoint_is_one_error_naming_the_file(tmp_path, case):
+    cfg = AudioEncoderConfig(width=2, embed_dim=8)
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, AudioEncoder(cfg), cfg, step=1)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes({"empty": b"", "truncated": good.read_bytes()[:300], "not a torch file": b"hello\n" * 50}[case])
+    for load in (lambda: AudioEncoder.from_checkpoint(bad), lambda: load_generator(bad)):
+        with pytest.raises(CheckpointReadError) as err:
+            load()
+        msg = str(err.value)
+        assert msg.startswith(f"cannot read {bad} as a checkpoint (empty, truncated or not a torch file")
+        assert len(msg.splitlines()) == 1 and len(msg) < 250
+    assert isinstance(err.value, ValueError)  # the stages' command line turns ValueError into one line

@@ -277,3 +277,16 @@ def test_amp_on_cpu_is_bf16_only_where_the_cpu_computes_it(setup: Path, monkeypa
     out = setup / f"g_amp{int(native)}.pt"
     summary = train_generator.run(p, encoder=setup / "enc.pt", images=setup, out=out, reports=setup / "r3")
     assert summary["device"] == "cpu" and summary["amp"] is native and summary["images_per_s"] > 0
+
+
+def test_stage_with_an_unreadable_encoder_is_one_clear_error(setup: Path, tmp_path: Path) -> None:
+    """An empty or truncated image encoder file: one sentence naming it, exit code 2, nothing written."""
+    (tmp_path / "params.yaml").write_text("generator: {steps: 2}\n")
+    for name, data in (("empty.pt", b""), ("cut.pt", (setup / "enc.pt").read_bytes()[:400])):
+        (tmp_path / name).write_bytes(data)
+        res = CliRunner().invoke(app, ["stage", "train_generator", "--params", str(tmp_path / "params.yaml"),
+                                       "--encoder", str(tmp_path / name), "--images", str(setup),
+                                       "--out", str(tmp_path / "g.pt"), "--reports", str(tmp_path / "rep")])
+        assert res.exit_code == 2, res.output
+        assert f"cannot read {tmp_path / name} as a checkpoint (empty, truncated or not a torch file" in res.output
+        assert "Traceback" not in res.output and not (tmp_path / "g.pt").exists()
