@@ -13,6 +13,7 @@ none extra, every shape equal; otherwise :class:`CheckpointMismatchError` names 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Type, TypeVar
@@ -25,6 +26,7 @@ M = TypeVar("M", bound=nn.Module)
 Source = str | os.PathLike | Mapping[str, Any]
 
 _MAX_LISTED = 12
+log = logging.getLogger(__name__)
 
 
 class CheckpointMismatchError(ValueError):
@@ -50,6 +52,18 @@ def load_file(path: str | os.PathLike, *, map_location: str | torch.device = "cp
                                   f"{what})") from None
 
 
+def read_resume(path: str | os.PathLike | None) -> Any:
+    """A training run's resume state at ``path``; None when there is none or it cannot be read (logged: the
+    run starts over, since a resume file is only a shortcut)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        return load_file(path)
+    except CheckpointReadError as exc:
+        log.warning("ignoring the resume state: %s; starting over", exc)
+        return None
+
+
 def read_checkpoint(src: Source, *, map_location: str | torch.device = "cpu") -> Mapping[str, Any]:
     """Return the object stored at ``src`` (a path), or ``src`` itself when it is already a mapping."""
     if isinstance(src, Mapping):
@@ -68,17 +82,23 @@ def make_checkpoint(model: nn.Module, config: Any, *, step: int, **extra: Any) -
     return {"model": state, "config": dataclasses.asdict(config), "step": int(step), **extra}
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: Any, *, step: int,
-                    **extra: Any) -> None:
-    """Write the own-format checkpoint atomically (temporary name, then rename)."""
+def save_file(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` atomically (temporary name, then rename): a run killed while saving leaves the
+    previous file, never a truncated one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        torch.save(make_checkpoint(model, config, step=step, **extra), tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: Any, *, step: int,
+                    **extra: Any) -> None:
+    """Write the own-format checkpoint atomically (:func:`save_file`)."""
+    save_file(make_checkpoint(model, config, step=step, **extra), path)
 
 
 def config_from_dict(config_cls: Type[C], values: Mapping[str, Any]) -> C:

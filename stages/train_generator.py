@@ -29,7 +29,7 @@ from torchvision.utils import save_image
 
 from models.biggan import DiscriminatorConfig, Generator, GeneratorConfig, zca
 from models.biggan_io import load_generator
-from models.checkpoint import save_checkpoint
+from models.checkpoint import read_resume, save_checkpoint, save_file
 from models.image_encoder import ImageEncoder, load_encoder
 from pipeline import composites, foreground, icgan, metrics, swav
 from pipeline.devices import amp_on, pick_device
@@ -171,7 +171,7 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
     fid = FidCurve(check.features, read_images(images, "train")[0], p.resolution, p.fid_images, trainer.G.dim_z,
                    p.seed + 1)
     resume, curve, fids, seconds = out.with_name(out.name + ".resume"), [], [], 0.0
-    blob = torch.load(resume, map_location="cpu", weights_only=True) if resume.is_file() else None
+    blob = read_resume(resume)
     if blob is not None and blob["config"] != dataclasses.asdict(g_cfg):
         log.warning("ignoring %s: it was saved with another generator configuration", resume)
         blob = None
@@ -196,8 +196,8 @@ def train(p: GeneratorParams, encoder: ImageEncoder, size: int, images: Path, ou
             write_csv(reports / "fid.csv", fids)
             log.info("IC-GAN step %d: FID %s (%d images)", s, fids[-1]["fid"], len(fid))
         if s % p.checkpoint_every == 0 and s < p.steps:
-            torch.save({**trainer.state(), "curve": json.dumps(curve), "fids": json.dumps(fids),
-                        "seconds": time.time() - t0}, resume)
+            save_file({**trainer.state(), "curve": json.dumps(curve), "fids": json.dumps(fids),
+                       "seconds": time.time() - t0}, resume)
     seconds = time.time() - t0
     stopped_by = "steps" if trainer.steps >= p.steps else "minutes"
     if stopped_by == "minutes":

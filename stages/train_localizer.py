@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.checkpoint import save_checkpoint
+from models.checkpoint import read_resume, save_checkpoint
 from models.localizer import AnyLocalizer, Localizer, LocalizerConfig, LocalizerEnsemble, infonce_loss, load, save
 from pipeline import manifests, moments
 from pipeline.params import DecodeParams, LocalizerParams
@@ -110,9 +110,9 @@ def model_config(p: LocalizerParams, image_size: int) -> LocalizerConfig:
 
 def _resume_state(path: Path | None, key: dict) -> dict | None:
     """The saved training state at ``path`` when it exists and was made with the same params and seed."""
-    if path is None or not path.is_file():
+    state = read_resume(path)
+    if state is None:
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("key") != key:
         log.warning("ignoring %s: it was written with other params", path)
         return None

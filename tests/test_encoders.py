@@ -248,3 +248,25 @@ def test_unreadable_checkpoint_is_one_error_naming_the_file(tmp_path, case):
         assert msg.startswith(f"cannot read {bad} as a checkpoint (empty, truncated or not a torch file")
         assert len(msg.splitlines()) == 1 and len(msg) < 250
     assert isinstance(err.value, ValueError)  # the stages' command line turns ValueError into one line
+
+
+def test_save_file_is_atomic_and_read_resume_skips_what_it_cannot_read(tmp_path, monkeypatch, caplog):
+    from models import checkpoint
+
+    path = tmp_path / "state.resume"
+    checkpoint.save_file({"step": 1}, path)
+
+    def broken_save(obj, f):  # torch.save dying half-way through its file
+        Path(f).write_bytes(b"PK\x03\x04 half a zip")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", broken_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        checkpoint.save_file({"step": 2}, path)
+    monkeypatch.undo()
+    assert checkpoint.read_resume(path) == {"step": 1} and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    path.write_bytes(b"PK\x03\x04 half a zip")
+    with caplog.at_level("WARNING", logger="models.checkpoint"):
+        assert checkpoint.read_resume(path) is None
+    assert "ignoring the resume state: cannot read" in caplog.text
+    assert checkpoint.read_resume(tmp_path / "none") is None and checkpoint.read_resume(None) is None

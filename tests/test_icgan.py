@@ -168,6 +168,17 @@ def test_stage_resumes_and_stops_at_steps(setup: Path) -> None:
     assert summary["stopped_by"] == "steps" and summary["steps_asked"] == 3
 
 
+def test_stage_with_a_truncated_resume_starts_over(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A resume file cut short (a run killed while saving, before saves were atomic) is ignored with a warning."""
+    out, rep = setup / "gen4.pt", setup / "rep4"
+    resume = out.with_name("gen4.pt.resume")
+    resume.write_bytes((setup / "enc.pt").read_bytes()[:300])
+    with caplog.at_level("WARNING", logger="models.checkpoint"):
+        summary = train_generator.run(GEN, encoder=setup / "enc.pt", images=setup, out=out, reports=rep)
+    assert summary["resumed_at"] == 0 and summary["steps"] == 3 and not resume.exists()
+    assert f"ignoring the resume state: cannot read {resume} as a checkpoint" in caplog.text
+
+
 def test_stage_stopped_by_minutes_says_so(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A resume whose clock is past ``minutes`` trains no further step; the warning and summary say why."""
     out, rep = setup / "gen3.pt", setup / "rep3"
