@@ -31,7 +31,7 @@ from torch import nn
 from models.audio_encoder import AudioEncoder
 from models.biggan import FeatureCentre
 from models.biggan_io import load_generator
-from models.checkpoint import read_checkpoint, save_checkpoint
+from models.checkpoint import read_checkpoint, read_resume, save_checkpoint
 from models.losses import make_loss
 from pipeline import align_train, audio_input, distributed, features, gain_augment, shard_io
 from pipeline.mix_augment import SoundMix
@@ -114,9 +114,9 @@ def write_reports(reports: Path, history: list[dict], steps: list[float], best: 
 
 def load_resume(last: Path, key: dict) -> dict | None:
     """The resume state at ``last`` when its run key equals ``key``; else None (logged)."""
-    if not last.is_file():
+    state = read_resume(last)
+    if state is None:
         return None
-    state = read_checkpoint(last)
     if state.get("run_key") != key:
         log.info("%s was written with other settings: starting over", last)
         return None

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import load_model, read_checkpoint, save_checkpoint
+from models.checkpoint import load_model, read_resume, save_checkpoint
 from models.image_encoder import ImageEncoder, ImageEncoderConfig, load_encoder
 from pipeline import metrics, swav
 from pipeline.devices import pick_device
@@ -96,8 +96,8 @@ def _train(p: ImageEncoderParams, images: Path, out: Path,
     resume = out.with_name(out.name + ".resume")
     torch.manual_seed(p.seed)
     model, start = ImageEncoder(cfg), 0
-    if resume.is_file():
-        blob = read_checkpoint(resume)
+    blob = read_resume(resume)
+    if blob is not None:
         model = load_model(ImageEncoder, ImageEncoderConfig, blob, official_prefix="module.", config=cfg)
         start = int(blob["step"])
         log.info("resuming SwAV from step %d (%s)", start, resume)

@@ -196,6 +196,14 @@ def test_stage_resumes_from_its_resume_file(corpus: Path) -> None:
     assert not torch.equal(again["model"]["conv1.weight"], first["model"]["conv1.weight"])
 
 
+def test_stage_starts_over_from_an_unreadable_resume_file(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "enc.pt"
+    resume = out.with_name(out.name + ".resume")
+    resume.write_bytes(b"")  # an empty file, e.g. a disk that filled up
+    stage.run(TINY, images=corpus, out=out, report=tmp_path / "r.json")
+    assert not resume.exists() and torch.load(out, weights_only=True)["step"] == TINY.steps
+
+
 def test_published_swav_checkpoint_skips_training(corpus: Path, tmp_path: Path) -> None:
     keys = json.loads(compat_file("official_checkpoint_keys.json").read_text())["swav_800ep_pretrain.pth.tar"]
     g = torch.Generator().manual_seed(0)
