@@ -26,7 +26,8 @@ variant below). The evaluator (`train_evaluator`) then gives:
 * ``clip_r1`` / ``clip_r5`` with ``clip_checkpoint`` (pipeline/clip_eval.py).
 
 Writes ``reports/metrics.json`` (flat keys; null where a figure cannot be measured, e.g. controls without
-events), ``reports/evaluate/per_class.csv`` and ``volume.csv`` (DVC plots) and ``reports/samples/*.png``.
+events), ``reports/evaluate/per_class.csv`` and ``volume.csv`` (DVC plots) and ``reports/samples/*.png``; the
+run's ``seconds`` go to ``reports/metrics.timings.json`` (``pipeline.timings``).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ import torch
 from torch import Tensor
 
 from models.evaluator import ClassLogits, PoolFeatures
-from pipeline import eval_metrics, evaluation, features, generate, manifests
+from pipeline import eval_metrics, evaluation, features, generate, manifests, timings
 from pipeline import events as gt
 from pipeline.evaluation import Judge, SoundToImage, TestSet
 from pipeline.evaluator_data import NONE, write_text
@@ -260,6 +261,7 @@ def run(p: EvaluateParams, *, shards: Path, audio_encoder: Path, generator: Path
     m["samples"] = write_samples(samples, s2i, test, main, p.samples, judge.model.config.image_size)
     m["seconds"] = round(time.time() - t0, 1)
     m = {k: _clean(v) for k, v in m.items()}
-    write_text(metrics, json.dumps(m, indent=2) + "\n")
+    write_text(metrics, json.dumps({k: v for k, v in m.items() if k != "seconds"}, indent=2) + "\n")
+    timings.write(metrics, {"seconds": m["seconds"]})
     log.info("evaluate: %s", m)
     return m

@@ -10,7 +10,8 @@ ensemble localizer (``localizer.members`` > 1) gives the mean of its members' C[
 Failures: ``moments.parquet`` holds moments only (its schema has no status column); a video that cannot be
 scored (no audio stream, a silent track, shorter than one window, a decode error) gets no rows and is
 listed with its one-line reason in the summary JSON written beside it (``--summary``), which also counts
-the ``failed`` rows of ``videos.parquet`` as ``skipped``. total = ok + failed + skipped, always.
+the ``failed`` rows of ``videos.parquet`` as ``skipped``. total = ok + failed + skipped, always. Its timings
+(``wall_s``, ``videos_per_s``, ``decode_s``, ``model_s``) go to ``<summary>.timings.json`` (``pipeline.timings``).
 ``--shard i/n`` scores every n-th video from the i-th (in manifest order) for a run across machines; under
 ``torchrun`` each process takes its rank's shard and rank 0 merges (`run`). Rows are in (video_id, rank) order.
 """
@@ -30,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from models.localizer import AnyLocalizer, Localizer, load, members_of
-from pipeline import manifests, moments
+from pipeline import manifests, moments, timings
 from pipeline.params import DecodeParams, ScoreParams
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ def _run_shard(p: ScoreParams, d: DecodeParams, videos: Path, checkpoint: Path, 
                   skipped_ids=[r["video_id"] for r in rows if r["status"] != "ok"],
                   wall_s=round(wall, 2), videos_per_s=round(len(ok) / wall, 2) if wall > 0 else None,
                   decode_s=round(timing["decode_s"], 2), model_s=round(timing["model_s"], 2))
-    _write_json(result, summary)
+    _write_summary(result, summary)
     log.info("score: %(total)d videos, %(ok)d ok, %(failed)d failed, %(skipped)d skipped", result)
     return result
 
@@ -214,22 +215,24 @@ def _merge(parts: list[Path], summaries: list[Path], out: Path, summary: Path) -
     """Join the ranks' moments and summaries into ``out`` and ``summary``; remove the parts."""
     rows = [r for f in parts for r in manifests.read(f, manifests.MOMENTS).to_pylist()]
     manifests.write(sorted(rows, key=lambda m: (m["video_id"], m["rank"])), manifests.MOMENTS, out)
-    got = [json.loads(f.read_text()) for f in summaries]
+    got = [{**json.loads(f.read_text()), **timings.read(f)} for f in summaries]
     result = {k: sum(g[k] for g in got) for k in ("total", "ok", "failed", "skipped")}
     wall = max(g["wall_s"] for g in got)
     result.update(shard=f"torchrun x{len(got)}", errors={k: v for g in got for k, v in g["errors"].items()},
                   skipped_ids=[v for g in got for v in g["skipped_ids"]], wall_s=wall,
                   videos_per_s=round((result["ok"] + result["failed"]) / wall, 2) if wall > 0 else None,
                   decode_s=round(sum(g["decode_s"] for g in got), 2), model_s=round(sum(g["model_s"] for g in got), 2))
-    _write_json(result, summary)
+    _write_summary(result, summary)
     for f in parts + summaries:
         f.unlink()
+    for f in summaries:
+        timings.sidecar(f).unlink(missing_ok=True)
     return result
 
 
-def _write_json(obj: dict, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = manifests.tmp_name(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+TIMING_KEYS = ("wall_s", "videos_per_s", "decode_s", "model_s")
+
+
+def _write_summary(result: dict, path: Path) -> None:
+    """``result`` into ``path`` but for its timings, which go to the sidecar (``pipeline.timings``)."""
+    timings.write_report(result, path, TIMING_KEYS, sort_keys=True)

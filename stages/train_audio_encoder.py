@@ -5,7 +5,8 @@ the top-level ``loss`` param, validates on the val split after every epoch and k
 the best val R@1 at ``out`` (with ``ema_decay``, the exponential moving average of the weights is what is
 validated and kept: ``pipeline.align_train.Ema``). ``last`` holds everything needed to resume (model,
 optimizer, the average, epoch, the best state and the history); a rerun with the same settings continues
-from it, other settings start over. Metrics: ``reports/metrics.json`` (best epoch), ``epochs.csv`` and ``steps.csv`` (DVC plots).
+from it, other settings start over. Metrics: ``reports/metrics.json`` (best epoch), ``epochs.csv`` and ``steps.csv`` (DVC plots);
+each epoch's training speed goes to ``metrics.timings.json`` beside them (``pipeline.timings``), not into the rows.
 Run it plain or under ``torchrun --nproc_per_node N`` (same code, DDP).
 
 With ``audio_encoder.align_space: generator`` the loss compares both features after the generator's input
@@ -33,7 +34,7 @@ from models.biggan import FeatureCentre
 from models.biggan_io import load_generator
 from models.checkpoint import read_checkpoint, read_resume, save_checkpoint
 from models.losses import make_loss
-from pipeline import align_train, audio_input, distributed, features, gain_augment, shard_io
+from pipeline import align_train, audio_input, distributed, features, gain_augment, shard_io, timings
 from pipeline.mix_augment import SoundMix
 from pipeline.align_stream import AlignStream, loader
 from pipeline.manifests import tmp_name
@@ -102,14 +103,23 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_reports(reports: Path, history: list[dict], steps: list[float], best: dict | None) -> None:
-    """``metrics.json`` (the best epoch's row), ``epochs.csv`` (one row per epoch), ``steps.csv``."""
+def write_reports(reports: Path, history: list[dict], steps: list[float], best: dict | None,
+                  speeds: list[dict] | None = None) -> None:
+    """``metrics.json`` (the best epoch's row), ``epochs.csv`` (one row per epoch), ``steps.csv``; with
+    ``speeds`` (``{"epoch", "train_samples_per_s"}`` per epoch) also ``metrics.timings.json`` (``pipeline.timings``)."""
     write_text_atomic(reports / "metrics.json", json.dumps(best or {}, indent=2) + "\n")
+    if speeds is not None:
+        timings.write(reports / "metrics.json", {"epochs": speeds})
     if history:
         rows = [",".join(history[0])] + [",".join(str(h[k]) for k in history[0]) for h in history]
         write_text_atomic(reports / "epochs.csv", "\n".join(rows) + "\n")
     write_text_atomic(reports / "steps.csv",
                       "step,loss\n" + "".join(f"{i + 1},{v:.7g}\n" for i, v in enumerate(steps)))
+
+
+def _untimed(row: dict) -> dict:
+    """An epoch row of a resume file written before the timings left the rows (``pipeline.timings``)."""
+    return {k: v for k, v in row.items() if k != "train_samples_per_s"}
 
 
 def load_resume(last: Path, key: dict) -> dict | None:
@@ -213,8 +223,10 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
         opt.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-    history, steps = list(state.get("history", [])), list(state.get("steps", []))
-    best_state, best = state.get("best_model"), state.get("best")
+    history, steps = [_untimed(h) for h in state.get("history", [])], list(state.get("steps", []))
+    best_state, best = state.get("best_model"), state.get("best") and _untimed(state["best"])
+    speeds = [e for e in timings.read(reports / "metrics.json").get("epochs", [])  # the resumed run's epochs
+              if e.get("epoch", len(history) + 1) <= len(history)]
     train_s, val_s = _streams(p, d, seed, shards, train_t, val_t)
     loss_fn = make_loss(loss, p.temperature, space=None if space is None else space.to(d.device))
     step = align_train.Step(model, opt, loss_fn, audio_input.spectrogram_fn(p.spectrogram),
@@ -242,14 +254,15 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
             row = dict(epoch=epoch + 1, step=len(steps), train_loss=_mean(res.losses),
                        **align_train.validate(judged, counted(val_l, val_n), step,
                                               batch=p.batch, labels=labels, centroids=centroids),
-                       train_samples_per_s=res.samples / max(res.seconds, 1e-9), skipped=res.skipped)
+                       skipped=res.skipped)
+            speeds.append({"epoch": epoch + 1, "train_samples_per_s": round(res.samples / max(res.seconds, 1e-9), 1)})
             if train_s.cache is not None or val_s.cache is not None:
                 log.info("epoch %d: from the audio cache: %d of %d train samples%s, %d of %d val samples", epoch + 1,
                          train_n["cached"], train_n["rows"], " (rank 0's share)" if d.world > 1 else "",
                          val_n["cached"], val_n["rows"])
             history.append(row)
             log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
-                                                  for k, v in row.items()})
+                                                  for k, v in {**row, **speeds[-1]}.items()})
             if _score(row) > _score(best):
                 best, best_state = row, {k: v.detach().cpu().clone() for k, v in judged.state_dict().items()}
                 save_best(out, best_state, raw.config, p.spectrogram, step=len(steps), epoch=epoch + 1,
@@ -257,10 +270,10 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
             save_checkpoint(last, raw, raw.config, step=len(steps), optimizer=opt.state_dict(), epoch=epoch,
                             run_key=key, history=history, steps=steps, best_model=best_state, best=best,
                             **({"ema": ema.state_dict()} if ema is not None else {}))
-            write_reports(reports, history, steps, best)
+            write_reports(reports, history, steps, best, speeds)
         distributed.barrier(d)
     if d.main:  # also when a resumed run had nothing left to do: its reports are outputs too
-        write_reports(reports, history, steps, best)
+        write_reports(reports, history, steps, best, speeds)
     if d.main and best_state is not None and not out.is_file():
         save_best(out, best_state, raw.config, p.spectrogram, step=best["step"], epoch=best["epoch"],
                   val_r1=best["val_r1"], loss=loss)

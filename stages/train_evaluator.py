@@ -13,7 +13,8 @@ Writes ``artifacts/evaluator.pt`` (``{"model", "config", "step", "classes", "has
 ``reports/evaluator.json`` (test accuracy on real frames = ``evaluator_acc``, per-class accuracy, size
 error, ``two_source_top2``: the share of held-out two-source frames whose top-2 classes, ``none`` left out,
 are both drawn classes: the mixing control's statistic on real scenes) and ``reports/evaluator_curve.csv``
-(one row per epoch: the DVC plot of the training curve).
+(one row per epoch: the DVC plot of the training curve). The run's seconds, in all and per epoch, go to
+``reports/evaluator.timings.json`` (``pipeline.timings``): the report and the curve are the same on every run.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from models.checkpoint import save_checkpoint
 from models.evaluator import Evaluator, EvaluatorConfig
-from pipeline import eval_metrics, evaluator_data
+from pipeline import eval_metrics, evaluator_data, timings
 from pipeline.evaluator_data import Frames, to_unit, write_text
 from pipeline.params import EvaluatorParams
 
@@ -165,8 +166,9 @@ def run(p: EvaluatorParams, *, images: Path, videos: Path, events: Path, out: Pa
                "two_source_top2": round(top2, 4),
                "two_source_frames": len(data.two_source), "two_source_from": "held-out train clips",
                "seconds": seconds, "per_class_acc": test["per_class"]}
-    write_text(Path(report), json.dumps(summary, indent=2) + "\n")
-    cols = list(curve[0]) if curve else ["epoch"]
+    write_text(Path(report), json.dumps({k: v for k, v in summary.items() if k != "seconds"}, indent=2) + "\n")
+    timings.write(report, {"seconds": seconds, "epoch_seconds": [r["seconds"] for r in curve]})
+    cols = [c for c in curve[0] if c != "seconds"] if curve else ["epoch"]
     rows = [",".join(cols)] + [",".join(str(r[c]) for c in cols) for r in curve]
     write_text(Path(curve_csv), "\n".join(rows) + "\n")
     log.info("evaluator: test accuracy %s on %d real test frames, size MAE %s, two-source top-2 %.4f on %d held-out "

@@ -1,7 +1,8 @@
 """Stage `train_generator`: IC-GAN on the BigGAN backbone, conditioned on the frozen image encoder's features.
 
 Writes ``artifacts/generator.pt`` (``{"model": EMA G, "config", "step", ...}``, loadable by
-``models.biggan_io.load_generator``), ``reports/generator/metrics.json`` (class-accuracy curve, timing),
+``models.biggan_io.load_generator``), ``reports/generator/metrics.json`` (class-accuracy curve; the timings go to
+``reports/generator.timings.json``),
 ``reports/generator/fid.csv`` (``step,fid``: every ``fid_every`` steps and at the end, FID of G_ema's images
 for ``fid_images`` train instances against those real images, on the image encoder's features; a DVC plot)
 and sample grids ``reports/generator/step_XXXXXX.png`` / ``samples.png`` (each row: a real test frame, then
@@ -17,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from models.biggan import DiscriminatorConfig, Generator, GeneratorConfig, zca
 from models.biggan_io import load_generator
 from models.checkpoint import read_resume, save_checkpoint, save_file
 from models.image_encoder import ImageEncoder, load_encoder
-from pipeline import composites, foreground, icgan, metrics, swav
+from pipeline import composites, foreground, icgan, metrics, swav, timings
 from pipeline.devices import amp_on, pick_device
 from pipeline.fid import EncoderFeatures, FeatureConsistency, FidCurve, write_csv
 from pipeline.image_store import clip_groups, labels_of, read_images
@@ -249,7 +249,20 @@ def run(p: GeneratorParams, *, encoder: Path, images: Path, out: Path, reports: 
         write_csv(reports / "fid.csv", [{"step": 0, "fid": summary.get("fid")}])
     else:
         _, summary = train(p, enc, size, images, out, reports)
-    tmp = reports / f".metrics.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, reports / "metrics.json")
+    write_metrics(summary, reports)
     return summary
+
+
+def write_metrics(summary: dict, reports: Path) -> None:
+    """``reports/metrics.json``: ``summary`` but its timings, which go to ``<reports>.timings.json`` with each
+    curve point's seconds (``pipeline.timings``): the metrics are the same on every run, resumed or not."""
+    curve = summary.get("curve")
+    kept, took = timings.split(summary, TIMING_KEYS)
+    if curve is not None:
+        kept["curve"] = [{k: v for k, v in c.items() if k != "seconds"} for c in curve]
+        took["curve"] = [{"step": c["step"], "seconds": c.get("seconds")} for c in curve]
+    timings.write_json(kept, reports / "metrics.json")
+    timings.write(reports, took)
+
+
+TIMING_KEYS = ("seconds", "s_per_step", "images_per_s", "resumed_at")  # -> reports/generator.timings.json

@@ -5,13 +5,12 @@ Writes ``artifacts/image_encoder.pt`` as ``{"model", "config", "step", "input_si
 square size images are resized to before the network; 224 for published weights) and a health report: k-NN
 and nearest-centroid accuracy of its features on the labelled eval frames (val frames = bank, test frames
 = queries), beside the same figures for a randomly initialised encoder. Training resumes from
-``<out>.resume`` (written every 100 steps, removed when done).
+``<out>.resume`` (written every 100 steps, removed when done). Its timings (``seconds``, ``images_per_s``) go to
+``<report>.timings.json`` (``pipeline.timings``), so the report is the same on every run.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 
 from models.checkpoint import load_model, read_resume, save_checkpoint
 from models.image_encoder import ImageEncoder, ImageEncoderConfig, load_encoder
-from pipeline import metrics, swav
+from pipeline import metrics, swav, timings
 from pipeline.devices import pick_device
 from pipeline.image_store import clip_groups, labels_of, read_images
 from pipeline.params import ImageEncoderParams
@@ -143,8 +142,5 @@ def run(p: ImageEncoderParams, *, images: Path, out: Path, report: Path) -> dict
                "input_size": size, "feature_dim": model.out_dim, **health(model, size, images, p.knn_k),
                "projection_spread": projection_spread(model, size, images),
                "random_init": {k: baseline[k] for k in ("knn_acc", "centroid_acc")}}
-    report.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report.with_name(report.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, report)
+    timings.write_report(summary, report, ("seconds", "images_per_s"))
     return summary

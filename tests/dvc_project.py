@@ -62,6 +62,7 @@ def make_project(root: Path, *, commit: bool = False, **params: Any) -> Path:
     for d in ("pipeline", "stages", "models"):
         shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copy(REPO / ".gitignore", root / ".gitignore")  # the timings sidecars (pipeline.timings) stay out of git
     set_params(root, **params)
     sh("git", "init", "-q", cwd=root)
     sh("dvc", "init", "-q", cwd=root)

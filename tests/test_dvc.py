@@ -41,6 +41,7 @@ def test_repro_runs_then_does_nothing_then_follows_the_seed(project: Path) -> No
     again = sh("dvc", "repro", cwd=project)
     assert "didn't change, skipping" in again and "Running stage" not in again
     assert "up to date" in sh("dvc", "status", cwd=project).lower()
+    rerun_writes_the_same_lock_and_reports(project)
 
     set_params(project, 0, selection="mid")  # what `dvc exp run -S selection=mid` changes
     mid = sh("dvc", "repro", cwd=project)
@@ -57,6 +58,35 @@ def test_repro_runs_then_does_nothing_then_follows_the_seed(project: Path) -> No
     shutil.rmtree(project / ".dvc" / "cache", ignore_errors=True)  # force a real rerun, not a cache checkout
     sh("dvc", "repro", "--force", "videos", cwd=project)
     assert {f: digest(data / f) for f in first} == first  # same seed, byte-identical manifests
+
+
+TIMED = {"score": ("data/moments.summary.timings.json", "wall_s"),
+         "train_image_encoder": ("reports/image_encoder.timings.json", "seconds"),
+         "train_generator": ("reports/generator.timings.json", "s_per_step"),
+         "train_audio_encoder": ("reports/align/metrics.timings.json", "epochs"),
+         "train_evaluator": ("reports/evaluator.timings.json", "epoch_seconds"),
+         "evaluate": ("reports/metrics.timings.json", "seconds")}
+
+
+def rerun_writes_the_same_lock_and_reports(project: Path) -> None:
+    """The stages that time themselves, run again from scratch, write the same dvc.lock and git-tracked reports
+    byte for byte (what a fresh clone's `dvc repro` should): their timings go to git-ignored sidecars
+    (pipeline.timings), not into outputs whose hashes dvc.lock records."""
+    import json
+
+    for path, key in TIMED.values():
+        assert key in json.loads((project / path).read_text()), path
+    assert "seconds" not in (project / "reports" / "evaluator_curve.csv").read_text().splitlines()[0]
+    assert "train_samples_per_s" not in (project / "reports" / "align" / "epochs.csv").read_text()
+    sh("git", "add", "-A", cwd=project)
+    assert not [f for f in sh("git", "status", "--porcelain", cwd=project).split() if f.endswith(".timings.json")]
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "run", cwd=project)
+    lock = (project / "dvc.lock").read_bytes()
+    (project / "artifacts" / "audio_encoder.last.pt").unlink()  # the audio encoder starts over, as in a clone
+    ran = sh("dvc", "repro", "--force", "--single-item", "--no-run-cache", *TIMED, cwd=project)
+    assert not [s for s in TIMED if f"Running stage '{s}'" not in ran], ran
+    assert (project / "dvc.lock").read_bytes() == lock
+    assert sh("git", "status", "--porcelain", cwd=project).strip() == "", sh("git", "diff", cwd=project)
 
 
 CLASSES = {"bell": ((230, 200, 40), 660.0), "drum": ((40, 90, 220), 150.0), "bird": ((60, 200, 80), 2400.0)}
@@ -125,3 +155,4 @@ def test_dvc_exp_run_on_a_local_folder_runs_every_stage(tmp_path: Path) -> None:
     assert gen["class_acc"] is not None and gen["fid"] is not None
     assert "val_r1" in json.loads((project / "reports" / "align" / "metrics.json").read_text())
     assert (project / "reports" / "generator" / "fid.csv").read_text().startswith("step,fid\n")
+

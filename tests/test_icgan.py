@@ -104,8 +104,14 @@ def test_stage_trains_writes_checkpoint_grid_and_metrics(setup: Path) -> None:
     assert G.cfg.resolution == 32 and G.cfg.feat_dim == 64 and not G.training
     assert torch.load(out, weights_only=True)["step"] == 3
     assert (rep / "samples.png").is_file() and (rep / "step_000002.png").is_file()
-    saved = json.loads((rep / "metrics.json").read_text())
-    assert saved == summary and [c["step"] for c in summary["curve"]] == [2, 3]
+    saved, timed = json.loads((rep / "metrics.json").read_text()), json.loads((setup / "rep.timings.json").read_text())
+    assert [c["step"] for c in summary["curve"]] == [2, 3]
+    # the timings go beside the reports folder, so that metrics.json is the same on every run (pipeline.timings)
+    assert set(summary) - set(saved) == {"seconds", "s_per_step", "images_per_s", "resumed_at"}
+    assert {k: summary[k] for k in saved if k != "curve"} == {k: v for k, v in saved.items() if k != "curve"}
+    assert saved["curve"] == [{k: v for k, v in c.items() if k != "seconds"} for c in summary["curve"]]
+    assert timed["s_per_step"] == summary["s_per_step"] > 0 and timed["resumed_at"] == 0
+    assert timed["curve"] == [{"step": c["step"], "seconds": c["seconds"]} for c in summary["curve"]]
     assert 0.0 <= summary["class_acc"] <= 1.0 and summary["eval_frames"] == 8
     assert not out.with_name("gen.pt.resume").exists()
     fid = (rep / "fid.csv").read_text().splitlines()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -66,6 +67,29 @@ def test_resume_equals_an_uninterrupted_run(data: Path, tmp_path: Path, workers:
     a = torch.load(straight / "last.pt", weights_only=True)["model"]
     b = torch.load(resumed / "last.pt", weights_only=True)["model"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    if workers == 0:  # the reports too, byte for byte: the speeds go to the sidecar (pipeline.timings)
+        for f in ("metrics.json", "epochs.csv"):
+            assert (resumed / "reports" / f).read_text() == (straight / "reports" / f).read_text(), f
+        for d in (straight, resumed):
+            timed = json.loads((d / "reports" / "metrics.timings.json").read_text())["epochs"]
+            assert [e["epoch"] for e in timed] == [1, 2] and all(e["train_samples_per_s"] > 0 for e in timed)
+
+
+def test_resume_file_from_before_the_timings_sidecar(data: Path, tmp_path: Path) -> None:
+    """A last.pt whose epoch rows still hold train_samples_per_s (written before pipeline.timings) resumes, and
+    the reports come out as a fresh run's."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(data, straight, epochs=2)
+    train(data, resumed, epochs=1)
+    state = torch.load(resumed / "last.pt", weights_only=False)
+    state["history"] = [{**h, "train_samples_per_s": 123.4} for h in state["history"]]
+    state["best"] = {**state["best"], "train_samples_per_s": 123.4}
+    torch.save(state, resumed / "last.pt")
+    (resumed / "reports" / "metrics.timings.json").unlink()
+    train(data, resumed, epochs=2)
+    for f in ("metrics.json", "epochs.csv", "steps.csv"):
+        assert (resumed / "reports" / f).read_text() == (straight / "reports" / f).read_text(), f
+    assert [e["epoch"] for e in json.loads((resumed / "reports" / "metrics.timings.json").read_text())["epochs"]] == [2]
 
 
 @pytest.mark.parametrize("gain_on", ["spectrogram", "waveform"])
