@@ -96,9 +96,9 @@ def published_files(folder: Path) -> sound2image.ModelFiles:
 
 def numpy_spectrogram(sp: SpectrogramParams) -> Callable[[np.ndarray], np.ndarray]:
     """The encoder's input for one clip, in numpy/scipy float64, as the published code computes it."""
-    def z_score(power: np.ndarray) -> np.ndarray:
-        s = np.log(power + 1e-7)
-        return (s - s.mean()) / (s.std() + 1e-9)
+    def z_score(power: np.ndarray) -> np.ndarray:  # norm "none" (the world's default): the log alone
+        s = np.log(power + sp.log_eps)
+        return s if sp.norm == "none" else (s - s.mean()) / (s.std() + 1e-9)
 
     if sp.kind == "paper":
         def paper(x: np.ndarray) -> np.ndarray:
