@@ -31,7 +31,6 @@ run's ``seconds`` go to ``reports/metrics.timings.json`` (``pipeline.timings``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -261,7 +260,6 @@ def run(p: EvaluateParams, *, shards: Path, audio_encoder: Path, generator: Path
     m["samples"] = write_samples(samples, s2i, test, main, p.samples, judge.model.config.image_size)
     m["seconds"] = round(time.time() - t0, 1)
     m = {k: _clean(v) for k, v in m.items()}
-    write_text(metrics, json.dumps({k: v for k, v in m.items() if k != "seconds"}, indent=2) + "\n")
-    timings.write(metrics, {"seconds": m["seconds"]})
+    timings.write_report(m, metrics, ("seconds",))
     log.info("evaluate: %s", m)
     return m

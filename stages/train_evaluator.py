@@ -18,7 +18,6 @@ are both drawn classes: the mixing control's statistic on real scenes) and ``rep
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -166,8 +165,8 @@ def run(p: EvaluatorParams, *, images: Path, videos: Path, events: Path, out: Pa
                "two_source_top2": round(top2, 4),
                "two_source_frames": len(data.two_source), "two_source_from": "held-out train clips",
                "seconds": seconds, "per_class_acc": test["per_class"]}
-    write_text(Path(report), json.dumps({k: v for k, v in summary.items() if k != "seconds"}, indent=2) + "\n")
-    timings.write(report, {"seconds": seconds, "epoch_seconds": [r["seconds"] for r in curve]})
+    timings.write_report({**summary, "epoch_seconds": [r["seconds"] for r in curve]}, report,
+                         ("seconds", "epoch_seconds"))
     cols = [c for c in curve[0] if c != "seconds"] if curve else ["epoch"]
     rows = [",".join(cols)] + [",".join(str(r[c]) for c in cols) for r in curve]
     write_text(Path(curve_csv), "\n".join(rows) + "\n")
