@@ -12,9 +12,7 @@
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ from models.biggan import Generator
 from pipeline import inputs, pictures
 from pipeline.generate import generate
 from pipeline.inputs import InputError
-from pipeline.manifests import tmp_name
+from pipeline.atomic import write_json
 from pipeline.preprocess import generator_target
 from pipeline.sound2image import Models, encode_audio, encode_images
 
@@ -94,7 +92,5 @@ def edit(m: Models, image: Image.Image, sounds: list[np.ndarray], out: Path, *, 
     pictures.save_png(pictures.sheet([[goal, *images]]), out / "strip.png")
     report = {**(about or {}), "direction_norm": float(d.norm()), "strengths": strengths.round(6).tolist(),
               "steps": steps, "lr": lr, "reconstruction": err}
-    tmp = tmp_name(out / "edit.json")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out / "edit.json")
+    write_json(report, out / "edit.json")
     return report

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -225,15 +224,6 @@ def load(images: Path, videos: Path, events: Path, *, none_class: bool, max_fram
              "two-source frames, classes %s", source, len(frames), int((frames.second >= 0).sum()), len(val),
              len(test), len(two), classes)
     return LabelledData(classes, frames, val, test, source, two)
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write a report through a temporary name in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = manifests.tmp_name(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def to_unit(images: np.ndarray) -> Tensor:

@@ -9,7 +9,6 @@ leaves finished clips and their records; the next run skips them (resume) and on
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline import manifests
+from pipeline.atomic import write_json
 from pipeline.download import Job, Settings, job_key, process
 from pipeline.params import DataParams
 from pipeline.pool import run_pool
@@ -166,8 +166,4 @@ def ingest(data: DataParams, *, out_dir: Path, raw_dir: Path, manifest: Path, sh
 
 def write_stats(stats: dict, path: str | Path) -> None:
     """Write the stats summary as JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = manifests.tmp_name(path)
-    tmp.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json(stats, path, sort_keys=True)

@@ -14,10 +14,11 @@ The stage functions still return the timings in their summaries (logs, ``bench/`
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from pipeline.atomic import write_json
 
 
 def sidecar(path: Path | str) -> Path:
@@ -31,16 +32,6 @@ def split(obj: dict[str, Any], keys: Iterable[str]) -> tuple[dict[str, Any], dic
     """``obj`` without ``keys``, and those of ``keys`` it has (a key it lacks is skipped)."""
     keys = set(keys)
     return {k: v for k, v in obj.items() if k not in keys}, {k: v for k, v in obj.items() if k in keys}
-
-
-def write_json(obj: Any, path: Path | str, *, sort_keys: bool = False) -> Path:
-    """``obj`` as indented JSON at ``path``, atomically (a temporary name, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 def write_report(obj: dict[str, Any], path: Path | str, keys: Iterable[str], *, sort_keys: bool = False) -> Path:

@@ -47,7 +47,8 @@ from models.evaluator import ClassLogits, PoolFeatures
 from pipeline import eval_metrics, evaluation, features, generate, manifests, timings
 from pipeline import events as gt
 from pipeline.evaluation import Judge, SoundToImage, TestSet
-from pipeline.evaluator_data import NONE, write_text
+from pipeline.atomic import write_text
+from pipeline.evaluator_data import NONE
 from pipeline.image_store import read_images
 from pipeline.manifests import tmp_name
 from pipeline.params import EvaluateParams

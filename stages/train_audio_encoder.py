@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -37,7 +36,7 @@ from models.losses import make_loss
 from pipeline import align_train, audio_input, distributed, features, gain_augment, shard_io, timings
 from pipeline.mix_augment import SoundMix
 from pipeline.align_stream import AlignStream, loader
-from pipeline.manifests import tmp_name
+from pipeline.atomic import write_json, write_text
 from pipeline.params import AudioEncoderParams, SpectrogramParams
 
 log = logging.getLogger(__name__)
@@ -96,24 +95,17 @@ def class_centroids(table: features.FeatureTable) -> tuple[torch.Tensor, list[st
     return torch.from_numpy(np.stack(rows)).float(), names
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_reports(reports: Path, history: list[dict], steps: list[float], best: dict | None,
                   speeds: list[dict] | None = None) -> None:
     """``metrics.json`` (the best epoch's row), ``epochs.csv`` (one row per epoch), ``steps.csv``; with
     ``speeds`` (``{"epoch", "train_samples_per_s"}`` per epoch) also ``metrics.timings.json`` (``pipeline.timings``)."""
-    write_text_atomic(reports / "metrics.json", json.dumps(best or {}, indent=2) + "\n")
+    write_json(best or {}, reports / "metrics.json")
     if speeds is not None:
         timings.write(reports / "metrics.json", {"epochs": speeds})
     if history:
         rows = [",".join(history[0])] + [",".join(str(h[k]) for k in history[0]) for h in history]
-        write_text_atomic(reports / "epochs.csv", "\n".join(rows) + "\n")
-    write_text_atomic(reports / "steps.csv",
+        write_text(reports / "epochs.csv", "\n".join(rows) + "\n")
+    write_text(reports / "steps.csv",
                       "step,loss\n" + "".join(f"{i + 1},{v:.7g}\n" for i, v in enumerate(steps)))
 
 

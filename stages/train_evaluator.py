@@ -31,7 +31,8 @@ from tqdm import tqdm
 from models.checkpoint import save_checkpoint
 from models.evaluator import Evaluator, EvaluatorConfig
 from pipeline import eval_metrics, evaluator_data, timings
-from pipeline.evaluator_data import Frames, to_unit, write_text
+from pipeline.atomic import write_text
+from pipeline.evaluator_data import Frames, to_unit
 from pipeline.params import EvaluatorParams
 
 log = logging.getLogger(__name__)

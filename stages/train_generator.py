@@ -31,6 +31,7 @@ from models.biggan import DiscriminatorConfig, Generator, GeneratorConfig, zca
 from models.biggan_io import load_generator
 from models.checkpoint import read_resume, save_checkpoint, save_file
 from models.image_encoder import ImageEncoder, load_encoder
+from pipeline.atomic import write_json
 from pipeline import composites, foreground, icgan, metrics, swav, timings
 from pipeline.devices import amp_on, pick_device
 from pipeline.fid import EncoderFeatures, FeatureConsistency, FidCurve, write_csv
@@ -261,7 +262,7 @@ def write_metrics(summary: dict, reports: Path) -> None:
     if curve is not None:
         kept["curve"] = [{k: v for k, v in c.items() if k != "seconds"} for c in curve]
         took["curve"] = [{"step": c["step"], "seconds": c.get("seconds")} for c in curve]
-    timings.write_json(kept, reports / "metrics.json")
+    write_json(kept, reports / "metrics.json")
     timings.write(reports, took)
 
 
