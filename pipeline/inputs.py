@@ -5,7 +5,7 @@ Nothing here imports torch, so a bad file name or option fails in well under a s
 Any audio or video file ffmpeg reads (wav, flac, mp3, ogg, m4a, mp4, webm, ...): the first audio stream,
 downmixed to mono, resampled to 16 kHz (`pipeline.media`). Only the window ``[start, start + duration)``
 (default 10 s, the paper's clip) is decoded, so a two-hour file costs what ten seconds cost; a 16 kHz mono
-16-bit wav heard from its start is read in this process instead (`plain_wav`: the same samples). What is
+16-bit wav or flac heard from its start is read in this process instead (`plain_pcm`: the same samples). What is
 heard is that window, optionally mixed with a second file's first seconds (tiled/cut to the same length),
 times a gain:
 
@@ -105,17 +105,22 @@ def check_sound(path: Path, start_s: float = 0.0) -> media.Probe:
     return info
 
 
-def plain_wav(path: Path, start_s: float, duration_s: float) -> np.ndarray | None:
-    """The window of a 16 kHz mono 16-bit PCM wav read in this process (``float32 [M]``, the samples / 32768,
-    as the decoder gives them), from its start only; None for any other file (or an unreadable or empty one),
-    which then takes the decoder's path and its checks. It saves the decode worker's ~20 ms a file."""
-    if start_s != 0 or Path(path).suffix.lower() != ".wav":
+PLAIN_PCM = {".wav": "WAV", ".flac": "FLAC"}  # lossless 16-bit files soundfile reads to the decoder's samples
+
+
+def plain_pcm(path: Path, start_s: float, duration_s: float) -> np.ndarray | None:
+    """The window of a 16 kHz mono 16-bit PCM wav or flac read in this process (``float32 [M]``, the samples /
+    32768, as the decoder gives them), from its start only; None for any other file (or an unreadable or empty
+    one), which then takes the decoder's path and its checks. It saves the decode worker's ~20 ms a file."""
+    container = PLAIN_PCM.get(Path(path).suffix.lower())
+    if start_s != 0 or container is None:
         return None
     try:
         import soundfile
 
         info = soundfile.info(str(path))
-        if (info.format, info.subtype, info.samplerate, info.channels) != ("WAV", "PCM_16", SR, 1) or info.frames < 1:
+        if (info.format, info.subtype, info.samplerate, info.channels) != (container, "PCM_16", SR, 1) \
+                or info.frames < 1:
             return None
         wave, _ = soundfile.read(str(path), frames=int(round(duration_s * SR)), dtype="float32", always_2d=False)
     except Exception:  # noqa: BLE001 - whatever soundfile cannot read, the decoder reads or names
@@ -125,7 +130,7 @@ def plain_wav(path: Path, start_s: float, duration_s: float) -> np.ndarray | Non
 
 def load_window(path: Path, start_s: float, duration_s: float) -> np.ndarray:
     """16 kHz mono float32 ``[M]`` (``1 <= M``) of ``path`` from ``start_s`` for at most ``duration_s``."""
-    fast = plain_wav(path, start_s, duration_s)
+    fast = plain_pcm(path, start_s, duration_s)
     if fast is not None:
         return fast
     info = check_sound(path, start_s)
