@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -114,9 +115,25 @@ def _untimed(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "train_samples_per_s"}
 
 
+def interned(obj: Any) -> Any:
+    """``obj`` with every string in its dicts, lists and tuples interned (tensors and numbers as they are).
+
+    ``torch.save`` pickles one string object once and refers back to it; an equal string that is another object
+    is written again. A fresh run's keys (``"step"`` in Adam's state, the epoch rows' names) are the program's
+    interned literals, a loaded file's are new objects, so without this a resumed run's ``last.pt`` held the
+    same values in other bytes than a straight run's, and ``dvc.lock`` changed."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {interned(k): interned(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(interned(v) for v in obj)
+    return obj
+
+
 def load_resume(last: Path, key: dict) -> dict | None:
     """The resume state at ``last`` when its run key equals ``key``; else None (logged)."""
-    state = read_resume(last)
+    state = interned(read_resume(last))
     if state is None:
         return None
     if state.get("run_key") != key:
