@@ -111,8 +111,8 @@ PLAIN_PCM = {".wav": "WAV", ".flac": "FLAC"}  # lossless 16-bit files soundfile 
 def plain_pcm(path: Path, start_s: float, duration_s: float) -> np.ndarray | None:
     """The window of a 16 kHz mono 16-bit PCM wav or flac read in this process (``float32 [M]``, the samples /
     32768, as the decoder gives them), from its start only; None for any other file (or an unreadable or empty
-    one), which then takes the decoder's path and its checks. For a 10 s file it takes 2-3 ms, against 20-28 ms
-    (wav) and 7-8 ms (flac) through the decoder (README "Generate from your sounds")."""
+    one), which then takes the decoder's path and its checks. For a 10 s file it takes 1-4 ms, against about
+    20 ms (wav) and 7-8 ms (flac) through the decoder (``bench/listen.py``)."""
     container = PLAIN_PCM.get(Path(path).suffix.lower())
     if start_s != 0 or container is None:
         return None
