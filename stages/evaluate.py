@@ -26,11 +26,14 @@ variant below). The evaluator (`train_evaluator`) then gives:
 * ``clip_r1`` / ``clip_r5`` with ``clip_checkpoint`` (pipeline/clip_eval.py).
 
 Writes ``reports/metrics.json`` (flat keys; null where a figure cannot be measured, e.g. controls without
-events), ``reports/evaluate/per_class.csv`` and ``volume.csv`` (DVC plots) and ``reports/samples/*.png``; the
+events), ``reports/evaluate/per_class.csv``, ``per_clip.csv`` (:func:`per_clip_csv`; a confusion plot of label
+against the class drawn most often) and ``volume.csv`` (DVC plots) and ``reports/samples/*.png``; the
 run's ``seconds`` go to ``reports/metrics.timings.json`` (``pipeline.timings``).
 """
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import math
 import os
@@ -159,6 +162,30 @@ def per_class_csv(judge: Judge, labels: list[str], variants: dict[str, tuple[Ten
     return "\n".join(rows) + "\n"
 
 
+def per_clip_csv(judge: Judge, test: TestSet, k: int, own: Tensor, upper: tuple[list[int], Tensor],
+                 pair: Tensor) -> str:
+    """One row per test clip, to see where R@1 is lost: ``r1``, the share of its ``k`` images the evaluator names
+    its label; ``drawn`` / ``drawn_share``, the class named most often for them and its share (``none``: no source
+    seen); ``r1_upper``, the same share for the images of its frame's true feature (empty without one);
+    ``pair_frame``, the class named for the real selected frame itself (``none`` there: the moment shows no
+    source, a frame-selection miss rather than the model's). Logits: ``own [N*K, C]``; ``upper``: (positions
+    of the clips with a feature, ``[len(pos)*K, C]``); ``pair [N, C]``."""
+    y = judge.index(test.labels)
+    named = own.argmax(1).view(len(y), k)
+    up_pos, up_logits = upper
+    up_named = dict(zip(up_pos, up_logits.argmax(1).view(len(up_pos), k))) if len(up_pos) else {}
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["key", "label", "r1", "drawn", "drawn_share", "r1_upper", "pair_frame"])
+    for i, key in enumerate(test.keys):
+        counts = torch.bincount(named[i], minlength=len(judge.classes))
+        top = int(counts.argmax())
+        up = f"{(up_named[i] == y[i]).float().mean():.4f}" if i in up_named else ""
+        w.writerow([key, test.labels[i], f"{(named[i] == y[i]).float().mean():.4f}", judge.classes[top],
+                    f"{counts[top] / k:.4f}", up, judge.classes[int(pair[i].argmax())]])
+    return out.getvalue()
+
+
 def write_samples(folder: Path, s2i: SoundToImage, test: TestSet, images: Tensor, n: int, tile: int) -> int:
     """``reports/samples/NNN_KEY.png``: [spectrogram | true frame | four generated images] for the first ``n`` clips."""
     tmp = tmp_name(folder)
@@ -175,9 +202,9 @@ def write_samples(folder: Path, s2i: SoundToImage, test: TestSet, images: Tensor
 
 
 def variants(scorer: Scorer, s2i: SoundToImage, test: TestSet, y: Tensor, z: Tensor, embeddings: Path,
-             seed: int) -> tuple[dict, dict[str, tuple[Tensor, Tensor]], Tensor]:
+             seed: int) -> tuple[dict, dict[str, tuple[Tensor, Tensor]], Tensor, list[int]]:
     """The clips' own sound, the upper and the lower reference: (metrics, ``{suffix: (logits [M, C], labels [M])}``,
-    the images of the clips' own sound ``[N, K, 3, R, R]``)."""
+    the images of the clips' own sound ``[N, K, 3, R, R]``, the positions of the clips in the upper reference)."""
     feats = s2i.features(s2i.fit(test.waves))
     main = s2i.images(feats, z)
     m, logits = scorer("", main, y)
@@ -188,24 +215,26 @@ def variants(scorer: Scorer, s2i: SoundToImage, test: TestSet, y: Tensor, z: Ten
     k = len(z)
     per_image = {"": (logits, y.repeat_interleave(k)), "_upper": (logits_up, y[pos].repeat_interleave(k)),
                  "_lower": (logits_low, y.repeat_interleave(k))}
-    return {**m, **up, **low}, per_image, main
+    return {**m, **up, **low}, per_image, main, pos
 
 
 def frame_references(scorer: Scorer, s2i: SoundToImage, test: TestSet, y: Tensor, z: Tensor, image_encoder: Path,
                      frames: np.ndarray, labels: list[str]) -> tuple[dict, dict[str, tuple[Tensor, Tensor]]]:
-    """``r1_real_pairs`` and ``r1_upper_frames`` / ``r5_upper_frames`` (module docstring); the latter's
-    ``{suffix: (logits [M*K, C], labels [M*K])}`` for the per-class table (empty without labelled frames)."""
+    """``r1_real_pairs`` and ``r1_upper_frames`` / ``r5_upper_frames`` (module docstring); their
+    ``{suffix: (logits [M, C], labels [M])}`` for the per-class table (``_real_pairs``: one row per pair frame;
+    ``_upper_frames``: K rows per labelled frame, none without labelled frames)."""
     pairs = scorer.judge(evaluation.frames_like(test.frames, test.frames.shape[1]))[0]
     m = {"r1_real_pairs": eval_metrics.recall_at_k(pairs, y, (1,))[1]}
+    per_image = {"_real_pairs": (pairs, y)}
     yf = scorer.judge.index(labels)
     if not len(frames):
-        return {**m, "r1_upper_frames": float("nan"), "r5_upper_frames": float("nan")}, {}
+        return {**m, "r1_upper_frames": float("nan"), "r5_upper_frames": float("nan")}, per_image
     feats = evaluation.frame_features(image_encoder, frames)
     if feats.shape[1] != s2i.G.cfg.feat_dim:
         raise evaluation.EvaluationError(f"the image encoder {image_encoder} gives {feats.shape[1]}-d features but the "
                                          f"generator takes {s2i.G.cfg.feat_dim}-d ones")
     up, logits = scorer("_upper_frames", s2i.images(feats, z), yf, fid=False)
-    return {**m, **up}, {"_upper_frames": (logits, yf.repeat_interleave(len(z)))}
+    return {**m, **up}, {**per_image, "_upper_frames": (logits, yf.repeat_interleave(len(z)))}
 
 
 def controls(s2i: SoundToImage, judge: Judge, test: TestSet, z: Tensor, p: EvaluateParams, plots: Path,
@@ -244,7 +273,7 @@ def run(p: EvaluateParams, *, shards: Path, audio_encoder: Path, generator: Path
     z = generate.truncated_noise(p.n_noise, s2i.dim_z, p.truncation, p.seed)
     m: dict = {"test_clips": len(test.keys), "images_per_clip": p.n_noise, "unknown_class_clips": int((y < 0).sum()),
                "evaluator_acc": judge.test_acc, "real_frames": len(real)}
-    scores, per_image, main = variants(scorer, s2i, test, y, z, embeddings, p.seed)
+    scores, per_image, main, up_pos = variants(scorer, s2i, test, y, z, embeddings, p.seed)
     m.update(scores)
     frame_scores, frame_images = frame_references(scorer, s2i, test, y, z, image_encoder, real_test, test_labels)
     m.update(frame_scores)
@@ -258,6 +287,8 @@ def run(p: EvaluateParams, *, shards: Path, audio_encoder: Path, generator: Path
         m.update(clip_eval.clip_recall(main.flatten(0, 1), [names.index(v) for v in test.labels for _ in z],
                                        names, Path(p.clip_checkpoint), p.clip_model))
     write_text(plots / "per_class.csv", per_class_csv(judge, test.labels, {**per_image, **frame_images}))
+    write_text(plots / "per_clip.csv", per_clip_csv(judge, test, len(z), per_image[""][0],
+                                                    (up_pos, per_image["_upper"][0]), frame_images["_real_pairs"][0]))
     m["samples"] = write_samples(samples, s2i, test, main, p.samples, judge.model.config.image_size)
     m["seconds"] = round(time.time() - t0, 1)
     m = {k: _clean(v) for k, v in m.items()}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from torch.nn import functional as F
 
 from models.evaluator import Evaluator
 from pipeline import eval_metrics, evaluation, evaluator_data, manifests
+from pipeline.evaluation import Judge
 from pipeline.params import EvaluatorParams
 from stages import train_evaluator
 from tests.eval_setup import write_artifacts, write_clip, write_world
@@ -198,9 +200,17 @@ def test_evaluate_stage_end_to_end(world: tuple[Path, dict]) -> None:
     assert m["moment_hit"] == 0.5  # half of the pairs were picked inside their event
     assert 0 <= m["r1_upper_frames"] <= m["r5_upper_frames"] <= 1 and 0 <= m["r1_real_pairs"] <= 1
     per_class = (root / "reports" / "evaluate" / "per_class.csv").read_text().splitlines()
-    assert per_class[0] == "class,clips,r1,r1_upper,r1_lower,r1_upper_frames,in_evaluator"
+    assert per_class[0] == "class,clips,r1,r1_upper,r1_lower,r1_real_pairs,r1_upper_frames,in_evaluator"
     assert per_class[-1].startswith("class3,2,")
     assert per_class[-1].endswith(",0")
+    clips = pd.read_csv(root / "reports" / "evaluate" / "per_clip.csv", keep_default_na=False)
+    assert list(clips.columns) == ["key", "label", "r1", "drawn", "drawn_share", "r1_upper", "pair_frame"]
+    assert len(clips) == 8 and clips["key"].is_unique and set(clips["label"]) == {"class0", "class1", "class2", "class3"}
+    assert clips["r1"].mean() == pytest.approx(m["r1"], abs=1e-4)  # the clips' shares average to R@1
+    assert (clips.loc[clips["label"] == "class3", "r1"] == 0).all()  # a class the evaluator cannot name
+    assert clips["drawn_share"].between(0.5, 1).all()  # 2 images a clip: the top class has at least one
+    judge = Judge(root / "evaluator.pt")
+    assert set(clips["drawn"]) | set(clips["pair_frame"]) <= set(judge.classes)
     assert len((root / "reports" / "evaluate" / "volume.csv").read_text().splitlines()) == 6
     grids = sorted((root / "reports" / "samples").glob("*.png"))
     assert len(grids) == 3 and grids[0].name == "000_test0000_0.png"
