@@ -46,21 +46,15 @@ def test_other_files_and_later_starts_go_to_the_decoder(tmp_path: Path, name: st
     assert inputs.plain_pcm(plain, 1.0, 5.0) is None  # --start: the decoder's window
 
 
-def test_broken_and_empty_wavs_keep_their_one_sentence(tmp_path: Path) -> None:
-    garbage = tmp_path / "garbage.wav"
-    garbage.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(200))
-    assert inputs.plain_pcm(garbage, 0.0, 10.0) is None
-    with pytest.raises(inputs.InputError, match="garbage.wav") as err:
-        inputs.listen(garbage, inputs.SoundOptions())
+@pytest.mark.parametrize("name, content", [("garbage.wav", b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(200)),
+                                           ("garbage.flac", b"fLaC" + bytes(200)), ("empty.wav", None)])
+def test_broken_and_empty_files_keep_their_one_sentence(tmp_path: Path, name: str, content: bytes | None) -> None:
+    path = tmp_path / name
+    if content is None:  # a valid wav header, no samples
+        soundfile.write(path, np.zeros(0, np.int16), 16000, subtype="PCM_16")
+    else:
+        path.write_bytes(content)
+    assert inputs.plain_pcm(path, 0.0, 10.0) is None
+    with pytest.raises(inputs.InputError, match=name) as err:
+        inputs.listen(path, inputs.SoundOptions())
     assert "\n" not in str(err.value)
-    bad_flac = tmp_path / "garbage.flac"
-    bad_flac.write_bytes(b"fLaC" + bytes(200))
-    assert inputs.plain_pcm(bad_flac, 0.0, 10.0) is None
-    with pytest.raises(inputs.InputError, match="garbage.flac") as err:
-        inputs.listen(bad_flac, inputs.SoundOptions())
-    assert "\n" not in str(err.value)
-    empty = tmp_path / "empty.wav"
-    soundfile.write(empty, np.zeros(0, np.int16), 16000, subtype="PCM_16")
-    assert inputs.plain_pcm(empty, 0.0, 10.0) is None
-    with pytest.raises(inputs.InputError, match="empty.wav"):
-        inputs.listen(empty, inputs.SoundOptions())
