@@ -187,3 +187,15 @@ def mix_partners(labels: list[str], limit: int) -> list[tuple[int, int]]:
         if len(pairs) >= limit:
             break
     return pairs
+
+
+def class_spread(labels: list[str], n: int) -> list[int]:
+    """Up to ``n`` clip indices taking the classes in turn: the first clip of every class (classes in the order
+    they first appear), then the second of every class, and so on. Sample grids drawn in this order show every
+    class, where the first ``n`` clips of a class-sorted split show only the first few."""
+    by_class: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    order = [clips[r] for r in range(max(map(len, by_class.values()), default=0))
+             for clips in by_class.values() if r < len(clips)]
+    return order[:max(n, 0)]

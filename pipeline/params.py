@@ -340,7 +340,7 @@ class EvaluateParams:
     gains: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # volume control: waveform gains
     volume_noise: int = 8  # noise samples per clip and gain for the volume control
     mix_pairs: int = 48  # mixing control: at most this many pairs of test clips of different classes
-    samples: int = 16  # grids written to reports/samples/ (first test clips)
+    samples: int = 16  # grids written to reports/samples/ (test clips taken class by class)
     is_splits: int = 10  # Inception Score splits (fewer when there are under 20 images per split)
     batch: int = 64
     clip_checkpoint: str | None = None  # local open_clip weights: adds CLIP R@1/R@5 against class names

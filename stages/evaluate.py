@@ -187,18 +187,19 @@ def per_clip_csv(judge: Judge, test: TestSet, k: int, own: Tensor, upper: tuple[
 
 
 def write_samples(folder: Path, s2i: SoundToImage, test: TestSet, images: Tensor, n: int, tile: int) -> int:
-    """``reports/samples/NNN_KEY.png``: [spectrogram | true frame | four generated images] for the first ``n`` clips."""
+    """``reports/samples/NNN_KEY.png``: [spectrogram | true frame | four generated images] for ``n`` clips taken
+    class by class (`evaluation.class_spread`: every class's first clip, then every class's second, ...)."""
     tmp = tmp_name(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    count = min(n, len(test.keys))
-    for i in range(count):
+    picked = evaluation.class_spread(test.labels, n)
+    for j, i in enumerate(picked):
         spec = s2i.spectrogram(s2i.fit(test.waves[i:i + 1]))[0]
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", test.keys[i])
-        sample_grid(tmp / f"{i:03d}_{name}.png", spec, test.frames[i], images[i, :4], tile)
+        sample_grid(tmp / f"{j:03d}_{name}.png", spec, test.frames[i], images[i, :4], tile)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-    return count
+    return len(picked)
 
 
 def variants(scorer: Scorer, s2i: SoundToImage, test: TestSet, y: Tensor, z: Tensor, embeddings: Path,

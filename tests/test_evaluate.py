@@ -78,6 +78,13 @@ def test_derangement_and_mix_partners() -> None:
     assert evaluation.mix_partners(["a", "a"], 5) == []
 
 
+def test_class_spread_takes_the_classes_in_turn() -> None:
+    labels = ["a", "a", "a", "b", "b", "c"]
+    assert evaluation.class_spread(labels, 4) == [0, 3, 5, 1]
+    assert evaluation.class_spread(labels, 10) == [0, 3, 5, 1, 4, 2]  # every clip once
+    assert evaluation.class_spread(labels, 0) == [] and evaluation.class_spread([], 3) == []
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """The tiny world, an evaluator trained on it (the stage's run) and the evaluate stage's other inputs."""
