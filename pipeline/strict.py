@@ -70,16 +70,21 @@ def from_dict(cls: type[T], data: Any, *, where: str) -> T:
 
 
 class _Yaml12Loader(yaml.SafeLoader):
-    """Safe YAML with YAML 1.2 booleans (only true/false), as DVC's own reader (ruamel) sees the file:
-    keys and values such as ``on``, ``off``, ``yes``, ``no`` stay strings."""
+    """Safe YAML with YAML 1.2 booleans and floats, as DVC's own reader (ruamel) sees the file: keys and values
+    such as ``on``, ``off``, ``yes``, ``no`` stay strings (1.1 reads booleans), and ``1e-8`` is a float (1.1
+    wants a dot: ``1.0e-8``; DVC writes ``-S x=1e-8`` back as ``1e-08``)."""
 
 
+_YAML12 = {
+    "tag:yaml.org,2002:bool": (re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), "tTfF"),
+    "tag:yaml.org,2002:float": (re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X), "-+.0123456789"),
+}
 _Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _YAML12]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-for _first in "tTfF":
-    _Yaml12Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list(_first))
+for _tag, (_rx, _firsts) in _YAML12.items():
+    _Yaml12Loader.add_implicit_resolver(_tag, _rx, list(_firsts))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -47,3 +47,14 @@ def test_dvc_set_changes_only_the_set_lines(tmp_path: Path, name: str) -> None:
     changed = _changed(before, after)
     assert [new.split("#")[0].strip() for _, new in changed] == ["loss: l2", "selection: mid", "n_mels: 32"]
     assert all(old.split("#")[1:] == new.split("#")[1:] for old, new in changed)  # comments kept
+
+
+def test_a_float_dvc_writes_in_exponent_form_loads_as_that_float(tmp_path: Path) -> None:
+    """`dvc exp run -S x=1e-8` writes ``1e-08`` (no dot), which YAML 1.1 reads as a string: the strict loader
+    reads floats as YAML 1.2 (and DVC) do, so the stage gets the number, not an error."""
+    from pipeline.params import load_all
+
+    _, after = _set(tmp_path, "params.yaml", "audio_encoder.spectrogram.log_eps=1e-8", "audio_encoder.lr=2e-4")
+    assert "    log_eps: 1e-08" in after  # DVC's own spelling, as a user's experiment leaves it
+    params = load_all(tmp_path / "params.yaml")
+    assert params["audio_encoder"].spectrogram.log_eps == 1e-8 and params["audio_encoder"].lr == 2e-4
