@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,6 +34,7 @@ from models.image_encoder import load_encoder  # noqa: E402
 from pipeline import evaluation, swav  # noqa: E402
 from pipeline.foreground import keep_foreground  # noqa: E402
 from pipeline.image_store import clip_groups, read_images  # noqa: E402
+from pipeline.strict import read_yaml  # noqa: E402
 
 
 def corpus_features(encoder: Path, images: Path, min_foreground: float) -> tuple[Tensor, Tensor, np.ndarray,
@@ -76,7 +76,7 @@ def scores(t: Callable[[Tensor], Tensor], e: Tensor, labels: np.ndarray, split: 
 def main() -> None:
     args = chain_args.parse(__doc__)
     ranks = (8, 16, 32, 0)
-    min_fg = yaml.safe_load(Path("params.yaml").read_text())["generator"]["min_foreground"]
+    min_fg = read_yaml(args.params)["generator"]["min_foreground"]
     h, e, labels, split = corpus_features(args.image_encoder, args.data / "images", min_fg)
     if not {"drum", "engine", "bell", "horn"} <= set(labels):
         raise SystemExit("the eval frames lack drum, engine, bell or horn: this bench needs the built-in world")
