@@ -5,7 +5,9 @@
 
 * ``infonce`` (the paper, ``InfoNCE_with_L2`` of the published ``loss.py``): both sides L2-normalised,
   logits ``-||a_i - v_j||_2 / temperature``, cross-entropy with the diagonal as target, averaged over
-  the audio->image and image->audio directions. Temperature 1 as published.
+  the audio->image and image->audio directions. Temperature 1 as published. With ``false_negative_cos``
+  below 1, a pair (i, j) whose image features have a cosine above it is left out of each other's softmax:
+  with few classes most of a batch's same-class rows are such false negatives (not in the paper).
 * ``infonce_cos``: the same with cosine logits ``<a_i, v_j> / temperature``.
 * ``l2``: mean squared error ``mean((a - v)^2)`` on the raw features, as published (``nn.MSELoss``).
 * ``l1``: mean absolute error on the raw features (``nn.L1Loss``).
@@ -57,17 +59,27 @@ def cos_logits(z_a: Tensor, z_v: Tensor) -> Tensor:
 class SymmetricInfoNCE(nn.Module):
     """Symmetric cross-entropy over ``logits(z_a, z_v) / temperature`` with diagonal targets."""
 
-    def __init__(self, logits: Callable[[Tensor, Tensor], Tensor], temperature: float = 1.0):
+    def __init__(self, logits: Callable[[Tensor, Tensor], Tensor], temperature: float = 1.0,
+                 false_negative_cos: float = 1.0):
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if not -1.0 <= false_negative_cos <= 1.0:
+            raise ValueError(f"false_negative_cos must be a cosine in [-1, 1], got {false_negative_cos}")
         self.logits = logits
         self.temperature = float(temperature)
+        self.false_negative_cos = float(false_negative_cos)
 
     def forward(self, z_a: Tensor, z_v: Tensor) -> Tensor:
         """``z_a, z_v: Tensor[B, D]`` -> scalar loss (mean of both directions)."""
         _check_pair(z_a, z_v)
         logits = self.logits(_upcast(z_a), _upcast(z_v)) / self.temperature
+        if self.false_negative_cos < 1.0:  # symmetric mask, so both directions leave out the same pairs
+            with torch.no_grad():
+                v = F.normalize(_upcast(z_v), dim=1)
+                near = (v @ v.t()) > self.false_negative_cos
+                near.fill_diagonal_(False)
+            logits = logits.masked_fill(near, float("-inf"))
         target = torch.arange(logits.shape[0], device=logits.device)
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
@@ -99,13 +111,14 @@ class InSpace(nn.Module):
         return self.loss(self.space(_upcast(z_a)), self.space(_upcast(z_v)))
 
 
-def make_loss(name: str, temperature: float = 1.0, *, space: nn.Module | None = None) -> nn.Module:
-    """The loss called ``name`` (one of :data:`LOSSES`); ``temperature`` applies to the InfoNCE ones;
-    ``space``, when given, maps both sides before the loss (:class:`InSpace`)."""
+def make_loss(name: str, temperature: float = 1.0, *, space: nn.Module | None = None,
+              false_negative_cos: float = 1.0) -> nn.Module:
+    """The loss called ``name`` (one of :data:`LOSSES`); ``temperature`` and ``false_negative_cos`` apply to
+    the InfoNCE ones; ``space``, when given, maps both sides before the loss (:class:`InSpace`)."""
     if name == "infonce":
-        loss: nn.Module = SymmetricInfoNCE(l2_logits, temperature)
+        loss: nn.Module = SymmetricInfoNCE(l2_logits, temperature, false_negative_cos)
     elif name == "infonce_cos":
-        loss = SymmetricInfoNCE(cos_logits, temperature)
+        loss = SymmetricInfoNCE(cos_logits, temperature, false_negative_cos)
     elif name in ("l2", "l1"):
         loss = Regression(name)
     else:

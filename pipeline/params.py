@@ -258,6 +258,9 @@ class AudioEncoderParams:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     temperature: float = 1.0
+    # InfoNCE leaves out of row i's softmax the rows whose image features have a cosine above this with i's
+    # (same-class frames are false negatives; 1: none, the paper). In align_space's coordinates.
+    false_negative_cos: float = 1.0
     split_by: Literal["sample", "shard"] = "sample"  # how ranks/workers share the shards (README)
     shuffle_buffer: int = 1000
     workers: int = 2
@@ -292,6 +295,9 @@ class AudioEncoderParams:
             raise ParamsError(f"audio_encoder.mix_p: expected a share in [0, 1], got {self.mix_p}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ParamsError(f"audio_encoder.ema_decay: expected 0 (off) or a decay in (0, 1), got {self.ema_decay}")
+        if not -1.0 <= self.false_negative_cos <= 1.0:
+            raise ParamsError(f"audio_encoder.false_negative_cos: expected a cosine in [-1, 1], got "
+                              f"{self.false_negative_cos}")
         if self.gain_clusters < 1:
             raise ParamsError(f"audio_encoder.gain_clusters: expected at least 1, got {self.gain_clusters}")
         if self.gain_p > 0 and self.spectrogram.norm != "none":

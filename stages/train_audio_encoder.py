@@ -237,7 +237,8 @@ def _train(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, seed: int, 
     speeds = [e for e in timings.read(reports / "metrics.json").get("epochs", [])  # the resumed run's epochs
               if e.get("epoch", len(history) + 1) <= len(history)]
     train_s, val_s = _streams(p, d, seed, shards, train_t, val_t)
-    loss_fn = make_loss(loss, p.temperature, space=None if space is None else space.to(d.device))
+    loss_fn = make_loss(loss, p.temperature, space=None if space is None else space.to(d.device),
+                        false_negative_cos=p.false_negative_cos)
     step = align_train.Step(model, opt, loss_fn, audio_input.spectrogram_fn(p.spectrogram),
                             audio_input.masker(p.spectrogram), d, p.amp, ema=None if ema is None else (ema, raw),
                             mix=SoundMix(p.mix_p) if p.mix_p > 0 else None)
@@ -299,8 +300,8 @@ def _from_checkpoint(p: AudioEncoderParams, d: distributed.Dist, *, loss: str, s
     if d.main and features.paths(embeddings, "val")[0].is_file():
         val_t = features.read(embeddings, "val")
         if val_t.dim == model.config.embed_dim:
-            step = align_train.Step(model, None, make_loss(loss, p.temperature), audio_input.spectrogram_fn(sp),
-                                    None, d, p.amp)
+            val_loss = make_loss(loss, p.temperature, false_negative_cos=p.false_negative_cos)
+            step = align_train.Step(model, None, val_loss, audio_input.spectrogram_fn(sp), None, d, p.amp)
             val_s = AlignStream(shard_io.shard_urls(shards, "val"), val_t, n_samples=audio_input.n_samples(sp),
                                 batch=p.batch, drop_last=False)
             row.update(align_train.validate(model, loader(val_s, p.workers), step, batch=p.batch,

@@ -76,6 +76,27 @@ def test_loss_decreases_toward_the_pairing():
         assert loss(v + 0.1 * noise, v) < loss(v + 2.0 * noise, v), name
 
 
+@pytest.mark.parametrize("name", ["infonce", "infonce_cos"])
+def test_false_negatives_leave_the_softmax(name):
+    """Rows 0 and 1 show the same image: above ``false_negative_cos`` each is left out of the other's softmax,
+    so the loss is the cross-entropy over the remaining columns; at 1 nothing is left out."""
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(4, 6, generator=g)
+    v[1] = 2 * v[0]  # cosine 1 with row 0
+    a = v + 0.3 * torch.randn(4, 6, generator=g)
+    logits = (-torch.cdist(F.normalize(a, dim=1), F.normalize(v, dim=1)) if name == "infonce"
+              else F.normalize(a, dim=1) @ F.normalize(v, dim=1).t())
+    masked = logits.clone()
+    masked[0, 1] = masked[1, 0] = float("-inf")
+    gt = torch.arange(4)
+    want = 0.5 * (F.cross_entropy(masked, gt) + F.cross_entropy(masked.t(), gt))
+    assert make_loss(name, false_negative_cos=0.9)(a, v).item() == pytest.approx(want.item(), rel=1e-5)
+    assert make_loss(name, false_negative_cos=1.0)(a, v).item() == pytest.approx(make_loss(name)(a, v).item())
+    assert make_loss(name, false_negative_cos=0.9)(a, v) < make_loss(name)(a, v)  # a confusable negative gone
+    with pytest.raises(ValueError, match="false_negative_cos"):
+        make_loss(name, false_negative_cos=1.5)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown loss 'cos'"):
         make_loss("cos")
